@@ -1,0 +1,234 @@
+//! Citadel's configuration: one typed tree, loaded in layers and validated before anything starts.
+//!
+//! This crate owns the shape of the configuration, its embedded defaults (`config/default.toml`),
+//! the layering (defaults, profile file, `--config` file, `CITADEL_*` variables, flags) and the
+//! checks that name the offending key. It must not open sockets or files other than the
+//! configuration files themselves: `citadel config check` relies on it to validate a production
+//! file without connecting anywhere.
+
+#![forbid(unsafe_code)]
+
+mod load;
+mod redact;
+mod validate;
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Overrides, load};
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Profile name (`CITADEL_ENV`): picks `config/<env>.toml`. Informational once loaded.
+    #[serde(default)]
+    pub env: Option<String>,
+    pub http: HttpConfig,
+    pub grpc: GrpcConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+    pub embeddings: EmbeddingsConfig,
+    pub onnx: OnnxConfig,
+    /// Embedding models by canonical name.
+    pub models: BTreeMap<String, ModelConfig>,
+    #[serde(default)]
+    pub llm: LlmConfig,
+    #[serde(default)]
+    pub qdrant: Option<QdrantConfig>,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+}
+
+/// The OpenAI-compatible REST edge.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of the REST edge.
+    pub addr: SocketAddr,
+    /// Largest request body accepted (413 past it).
+    pub body_limit_bytes: usize,
+    /// Deadline given to each gRPC call made for a REST request (504 past it).
+    pub request_timeout_ms: u64,
+    /// Origins allowed by CORS.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// The gRPC mesh.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Listen address of the gRPC server.
+    pub addr: SocketAddr,
+    /// The gRPC server the REST edge calls; empty means this process's own, over loopback.
+    pub upstream: String,
+    /// Largest gRPC message, either direction.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may run after SIGTERM before the process exits anyway.
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// Most inputs one request may carry.
+    pub max_inputs_per_request: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxConfig {
+    /// Path of `libonnxruntime.so`.
+    pub library_path: PathBuf,
+}
+
+/// Where a model's vectors come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// In process, on ONNX Runtime.
+    Onnx,
+    /// An Ollama server (`POST /api/embed`).
+    Ollama,
+    /// An OpenAI-compatible server (vLLM, TEI, Infinity, OpenAI).
+    Openai,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Onnx => "onnx",
+            BackendKind::Ollama => "ollama",
+            BackendKind::Openai => "openai",
+        }
+    }
+}
+
+/// One upstream server of a model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Bearer key for OpenAI-compatible servers; redacted in `config check`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// One embedding model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub backend: BackendKind,
+    /// Other names that resolve to this model.
+    pub aliases: Vec<String>,
+    /// Vector size.
+    pub dimensions: u32,
+    /// Longest input in tokens, special tokens included.
+    pub max_input_tokens: u32,
+    /// `onnx`: directory with `model.onnx` and `tokenizer.json`.
+    pub dir: Option<PathBuf>,
+    /// `onnx`: sessions (one thread each) running batches in parallel.
+    pub sessions: usize,
+    /// `onnx`: threads inside one session.
+    pub intra_threads: usize,
+    /// `onnx`: most padded tokens in one model run.
+    pub max_batch_tokens: usize,
+    /// Inputs waiting or running before requests are refused with 429.
+    pub max_queued_inputs: usize,
+    /// `ollama` / `openai`: the servers.
+    pub endpoints: Vec<EndpointConfig>,
+    /// `ollama` / `openai`: the model's name upstream (defaults to this model's name).
+    pub upstream_model: Option<String>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            backend: BackendKind::Onnx,
+            aliases: Vec::new(),
+            dimensions: 0,
+            max_input_tokens: 0,
+            dir: None,
+            sessions: 2,
+            intra_threads: 1,
+            max_batch_tokens: 1024,
+            max_queued_inputs: 16384,
+            endpoints: Vec::new(),
+            upstream_model: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    #[serde(default)]
+    pub servers: Vec<LlmServerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmServerConfig {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantConfig {
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` or `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub ttl_secs: u64,
+    /// Redis for the shared L2 cache; empty means in-process only.
+    pub redis_url: String,
+}
+
+impl Config {
+    /// The configuration as JSON with every secret (passwords in URLs, API keys) masked.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        redact::redacted(self)
+    }
+}

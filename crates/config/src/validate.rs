@@ -1,0 +1,131 @@
+//! Checks serde cannot express. Each failure names the key, so an operator can fix the file
+//! without reading code.
+
+use crate::{BackendKind, Config, ConfigError, ModelConfig};
+
+pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
+    positive("http.body_limit_bytes", cfg.http.body_limit_bytes as u64)?;
+    positive("http.request_timeout_ms", cfg.http.request_timeout_ms)?;
+    positive("grpc.max_message_bytes", cfg.grpc.max_message_bytes as u64)?;
+    positive(
+        "embeddings.max_inputs_per_request",
+        cfg.embeddings.max_inputs_per_request as u64,
+    )?;
+    if !cfg.grpc.upstream.is_empty() {
+        http_url("grpc.upstream", &cfg.grpc.upstream)?;
+    }
+    for origin in &cfg.http.cors_allowed_origins {
+        if origin != "*" {
+            http_url("http.cors_allowed_origins", origin)?;
+        }
+    }
+    if cfg.models.is_empty() {
+        return invalid("models", "at least one model must be configured");
+    }
+    let mut names = std::collections::HashMap::new();
+    for (name, model) in &cfg.models {
+        model_ok(name, model)?;
+        for n in std::iter::once(name).chain(&model.aliases) {
+            if let Some(other) = names.insert(n.as_str(), name.as_str()) {
+                let key = format!("models.{name}.aliases");
+                return invalid(&key, &format!("`{n}` already names model `{other}`"));
+            }
+        }
+    }
+    for (i, server) in cfg.llm.servers.iter().enumerate() {
+        http_url(&format!("llm.servers[{i}].url"), &server.url)?;
+    }
+    if let Some(q) = &cfg.qdrant {
+        http_url("qdrant.url", &q.url)?;
+    }
+    let db = &cfg.database.url;
+    if !(db.starts_with("sqlite:")
+        || db.starts_with("postgres://")
+        || db.starts_with("postgresql://"))
+    {
+        return invalid("database.url", "must start with sqlite: or postgres://");
+    }
+    let redis = &cfg.cache.redis_url;
+    if !redis.is_empty() && !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+        return invalid(
+            "cache.redis_url",
+            "must be empty or start with redis:// or rediss://",
+        );
+    }
+    Ok(())
+}
+
+fn model_ok(name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("models.{name}.{field}");
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return invalid(
+            "models",
+            &format!("model name `{name}` must be non-empty without spaces"),
+        );
+    }
+    positive(&key("dimensions"), u64::from(m.dimensions))?;
+    positive(&key("max_input_tokens"), u64::from(m.max_input_tokens))?;
+    positive(&key("max_queued_inputs"), m.max_queued_inputs as u64)?;
+    match m.backend {
+        BackendKind::Onnx => {
+            if m.dir.is_none() {
+                return invalid(&key("dir"), "required for backend \"onnx\"");
+            }
+            positive(&key("sessions"), m.sessions as u64)?;
+            positive(&key("intra_threads"), m.intra_threads as u64)?;
+            let longest = u64::from(m.max_input_tokens);
+            if (m.max_batch_tokens as u64) < longest {
+                let msg =
+                    format!("must be at least max_input_tokens ({longest}) so any input fits");
+                return invalid(&key("max_batch_tokens"), &msg);
+            }
+        }
+        BackendKind::Ollama | BackendKind::Openai => {
+            if m.endpoints.is_empty() {
+                let msg = format!(
+                    "backend \"{}\" needs at least one endpoint",
+                    m.backend.as_str()
+                );
+                return invalid(&key("endpoints"), &msg);
+            }
+            for (i, e) in m.endpoints.iter().enumerate() {
+                http_url(&format!("models.{name}.endpoints[{i}].url"), &e.url)?;
+                positive(
+                    &format!("models.{name}.endpoints[{i}].weight"),
+                    u64::from(e.weight),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return invalid(key, "must be greater than 0");
+    }
+    Ok(())
+}
+
+/// A URL with an http(s) scheme and a host; checked by shape only, never resolved.
+fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => {
+            Ok(())
+        }
+        _ => invalid(
+            key,
+            &format!("`{url}` is not an http:// or https:// URL with a host"),
+        ),
+    }
+}
+
+fn invalid<T>(key: &str, message: &str) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.to_string(),
+    })
+}

@@ -1,0 +1,22 @@
+//! The embedding core: one place that owns what an embedding request means, whatever edge it
+//! came through.
+//!
+//! It owns the model registry (names and aliases), request validation (written once, here),
+//! backpressure (a bounded queue per model, refused fast with [`EmbedError::Overloaded`]),
+//! deadlines, and post-processing (dimension truncation, L2 normalisation). Backends (the
+//! in-process ONNX model today, Ollama and OpenAI-compatible servers later) plug in through the
+//! [`Backend`] trait. It must not know about transports: no tonic, no axum, no JSON. The edges
+//! map [`EmbedError`] to gRPC status and HTTP errors, each exactly once.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod core;
+mod error;
+mod metrics;
+mod postprocess;
+
+pub use backend::{Backend, BackendOutput, ModelInfo, ModelState, StageTiming};
+pub use core::{EmbedParams, Embedded, EmbeddingCore, Limits, ModelView};
+pub use error::EmbedError;
+pub use postprocess::{l2_normalize, truncate_dimensions};

@@ -1,0 +1,99 @@
+//! `citadel.v1.EmbeddingService` handlers: convert, call the core, convert back.
+
+use std::{pin::Pin, sync::Arc};
+
+use citadel_embeddings::EmbeddingCore;
+use citadel_proto::v1::{
+    self, EmbedRequest, EmbedResponse, EmbedStreamRequest, EmbedStreamResponse,
+    embed_stream_response, embedding_service_server::EmbeddingService,
+};
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{convert, deadline::deadline, status::to_status};
+
+/// Requests of one `EmbedStream` call processed at once; the batcher merges them.
+const STREAM_CONCURRENCY: usize = 16;
+
+#[derive(Clone)]
+pub struct EmbeddingApi {
+    core: Arc<EmbeddingCore>,
+}
+
+impl EmbeddingApi {
+    pub fn new(core: Arc<EmbeddingCore>) -> Self {
+        EmbeddingApi { core }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<EmbedStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EmbeddingService for EmbeddingApi {
+    async fn embed(
+        &self,
+        request: Request<EmbedRequest>,
+    ) -> Result<Response<EmbedResponse>, Status> {
+        let deadline = deadline(request.metadata())?;
+        let params = convert::embed_params(request.into_inner(), deadline);
+        let done = self.core.embed(params).await.map_err(to_status)?;
+        Ok(Response::new(convert::embed_response(done)))
+    }
+
+    type EmbedStreamStream = ResponseStream;
+
+    async fn embed_stream(
+        &self,
+        request: Request<Streaming<EmbedStreamRequest>>,
+    ) -> Result<Response<Self::EmbedStreamStream>, Status> {
+        let deadline = deadline(request.metadata())?;
+        let core = self.core.clone();
+        let answers = request
+            .into_inner()
+            .map(move |message| {
+                let core = core.clone();
+                async move {
+                    let message = message?;
+                    let request = message.request.unwrap_or_default();
+                    let result = match core.embed(convert::embed_params(request, deadline)).await {
+                        Ok(done) => {
+                            embed_stream_response::Result::Response(convert::embed_response(done))
+                        }
+                        Err(error) => {
+                            let status = to_status(error);
+                            let error = v1::StreamError {
+                                code: status.code().into(),
+                                message: status.message().into(),
+                            };
+                            embed_stream_response::Result::Error(error)
+                        }
+                    };
+                    Ok(EmbedStreamResponse {
+                        id: message.id,
+                        result: Some(result),
+                    })
+                }
+            })
+            .buffer_unordered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        let models = self.core.models().into_iter().map(convert::model).collect();
+        Ok(Response::new(v1::ListModelsResponse { models }))
+    }
+
+    async fn get_model(
+        &self,
+        request: Request<v1::GetModelRequest>,
+    ) -> Result<Response<v1::Model>, Status> {
+        let view = self
+            .core
+            .model(&request.into_inner().model)
+            .map_err(to_status)?;
+        Ok(Response::new(convert::model(view)))
+    }
+}

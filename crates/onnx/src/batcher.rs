@@ -1,0 +1,361 @@
+//! The dynamic batcher: one cloneable handle in front of the model's worker threads.
+//!
+//! Requests are queued whole. When a worker is free and no prepared run is waiting, it forms a
+//! window from the queue, taking inputs round-robin from the waiting requests (so a request of
+//! 2,048 inputs shares the model with the small ones behind it), sorts the window by length and
+//! cuts it into runs of at most `max_batch_tokens` padded tokens. Sorting keeps padding low; the
+//! token budget bounds each run's memory and latency. Each worker thread owns one ONNX session,
+//! so runs proceed in parallel and never on the async runtime. Results go straight back to the
+//! waiting request, whose future is the only thing a slow client can hold up.
+
+use std::{
+    collections::VecDeque,
+    mem,
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::oneshot;
+
+use crate::{metrics::BatchMetrics, session::ModelSession};
+
+/// Inputs taken from each waiting request per round when a window is formed.
+const ROUND_ROBIN_SHARE: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSettings {
+    /// Most padded tokens (rows x longest row) in one model run.
+    pub max_batch_tokens: usize,
+    /// Most inputs sorted together into runs at once; bounds how long a newcomer waits.
+    pub max_window_inputs: usize,
+}
+
+/// What a request gets back once all its inputs have been through the model.
+pub(crate) struct Finished {
+    pub vectors: Vec<Vec<f32>>,
+    pub queue: Duration,
+    pub inference: Duration,
+}
+
+/// Why a request got no vectors.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// The batcher was closed before the request was queued.
+    ShuttingDown,
+    /// ONNX Runtime failed the run.
+    Failed(String),
+}
+
+type Reply = oneshot::Sender<Result<Finished, RunError>>;
+
+/// One request's share of the shared state: where its vectors land.
+struct Ticket {
+    vectors: Mutex<Vec<Vec<f32>>>,
+    remaining: AtomicUsize,
+    enqueued: Instant,
+    first_run: OnceLock<Instant>,
+    longest_run_us: AtomicU64,
+    reply: Mutex<Option<Reply>>,
+}
+
+impl Ticket {
+    /// The caller stopped waiting (deadline, disconnect) or the request already failed.
+    fn abandoned(&self) -> bool {
+        lock(&self.reply)
+            .as_ref()
+            .is_none_or(oneshot::Sender::is_closed)
+    }
+
+    fn fail(&self, error: RunError) {
+        if let Some(reply) = lock(&self.reply).take() {
+            let _ = reply.send(Err(error));
+        }
+    }
+
+    fn deliver(&self, index: usize, vector: Vec<f32>) {
+        lock(&self.vectors)[index] = vector;
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if let Some(reply) = lock(&self.reply).take() {
+            let vectors = mem::take(&mut *lock(&self.vectors));
+            let queue = self
+                .first_run
+                .get()
+                .map_or(Duration::ZERO, |t| t.duration_since(self.enqueued));
+            let inference = Duration::from_micros(self.longest_run_us.load(Ordering::Relaxed));
+            let _ = reply.send(Ok(Finished {
+                vectors,
+                queue,
+                inference,
+            }));
+        }
+    }
+}
+
+struct Item {
+    ids: Vec<i64>,
+    index: usize,
+    ticket: Arc<Ticket>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Requests not yet fully taken into a window, oldest first.
+    jobs: VecDeque<VecDeque<Item>>,
+    /// Runs prepared from the last window, shortest inputs first.
+    runs: VecDeque<Vec<Item>>,
+    /// Inputs queued but not yet running (for the queue-depth gauge).
+    waiting: usize,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    settings: BatchSettings,
+    metrics: BatchMetrics,
+}
+
+/// Cloneable handle to a model's queue and workers.
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    shared: Arc<Shared>,
+}
+
+impl Batcher {
+    /// Starts one worker thread per session.
+    pub(crate) fn start(
+        sessions: Vec<ModelSession>,
+        settings: BatchSettings,
+        model: &str,
+    ) -> Batcher {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            settings,
+            metrics: BatchMetrics::new(model),
+        });
+        for (i, session) in sessions.into_iter().enumerate() {
+            let shared = shared.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("citadel-onnx-{i}"))
+                .spawn(move || work(&shared, session));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a model worker thread");
+            }
+        }
+        Batcher { shared }
+    }
+
+    /// Queues one request's token ids; the receiver yields its vectors in input order.
+    pub(crate) fn submit(
+        &self,
+        inputs: Vec<Vec<i64>>,
+    ) -> oneshot::Receiver<Result<Finished, RunError>> {
+        let (reply, rx) = oneshot::channel();
+        let n = inputs.len();
+        let ticket = Arc::new(Ticket {
+            vectors: Mutex::new(vec![Vec::new(); n]),
+            remaining: AtomicUsize::new(n),
+            enqueued: Instant::now(),
+            first_run: OnceLock::new(),
+            longest_run_us: AtomicU64::new(0),
+            reply: Mutex::new(Some(reply)),
+        });
+        let items = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, ids)| Item {
+                ids,
+                index,
+                ticket: ticket.clone(),
+            })
+            .collect();
+        let mut queue = lock(&self.shared.queue);
+        if queue.closed {
+            drop(queue);
+            ticket.fail(RunError::ShuttingDown);
+            return rx;
+        }
+        queue.jobs.push_back(items);
+        queue.waiting += n;
+        self.shared.metrics.queue_depth(n as i64);
+        drop(queue);
+        self.shared.wake.notify_one();
+        rx
+    }
+
+    /// Workers finish what is queued, then exit.
+    pub(crate) fn close(&self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn work(shared: &Shared, mut session: ModelSession) {
+    while let Some(run) = next_run(shared) {
+        let run: Vec<Item> = run
+            .into_iter()
+            .filter(|item| !item.ticket.abandoned())
+            .collect();
+        if run.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        run.iter().for_each(|item| {
+            item.ticket.first_run.get_or_init(|| started);
+        });
+        let batch: Vec<&[i64]> = run.iter().map(|item| item.ids.as_slice()).collect();
+        let width = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
+        let result = session.run(&batch);
+        let elapsed = started.elapsed();
+        shared.metrics.run(run.len(), run.len() * width, elapsed);
+        match result {
+            Ok(vectors) => {
+                let micros = elapsed.as_micros() as u64;
+                for (item, vector) in run.into_iter().zip(vectors) {
+                    item.ticket
+                        .longest_run_us
+                        .fetch_max(micros, Ordering::Relaxed);
+                    item.ticket.deliver(item.index, vector);
+                }
+            }
+            Err(message) => {
+                tracing::error!(error = %message, inputs = run.len(), "model run failed");
+                run.iter()
+                    .for_each(|item| item.ticket.fail(RunError::Failed(message.clone())));
+            }
+        }
+    }
+}
+
+/// Blocks until a run is ready, forming a new window when the prepared runs are used up.
+/// Returns `None` once the batcher is closed and drained.
+fn next_run(shared: &Shared) -> Option<Vec<Item>> {
+    let mut queue = lock(&shared.queue);
+    loop {
+        if let Some(run) = queue.runs.pop_front() {
+            queue.waiting -= run.len();
+            shared.metrics.queue_depth(-(run.len() as i64));
+            if !queue.runs.is_empty() || !queue.jobs.is_empty() {
+                shared.wake.notify_one();
+            }
+            return Some(run);
+        }
+        if !queue.jobs.is_empty() {
+            form_window(&mut queue, shared);
+            continue;
+        }
+        if queue.closed {
+            return None;
+        }
+        queue = shared
+            .wake
+            .wait(queue)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+fn form_window(queue: &mut Queue, shared: &Shared) {
+    let settings = shared.settings;
+    let mut dropped = 0;
+    queue.jobs.retain(|job| {
+        let live = job.front().is_some_and(|item| !item.ticket.abandoned());
+        if !live {
+            dropped += job.len();
+        }
+        live
+    });
+    queue.waiting -= dropped;
+    shared.metrics.queue_depth(-(dropped as i64));
+
+    let mut window = Vec::new();
+    while window.len() < settings.max_window_inputs && !queue.jobs.is_empty() {
+        for job in queue.jobs.iter_mut() {
+            let room = settings.max_window_inputs - window.len();
+            let take = ROUND_ROBIN_SHARE.min(job.len()).min(room);
+            window.extend(job.drain(..take));
+            if window.len() >= settings.max_window_inputs {
+                break;
+            }
+        }
+        queue.jobs.retain(|job| !job.is_empty());
+    }
+    window.sort_by_key(|item| item.ids.len());
+    queue
+        .runs
+        .extend(split_runs(window, settings.max_batch_tokens));
+}
+
+/// Cuts length-sorted inputs into runs of at most `max_tokens` padded tokens.
+fn split_runs(sorted: Vec<Item>, max_tokens: usize) -> Vec<Vec<Item>> {
+    let mut runs = Vec::new();
+    let mut current: Vec<Item> = Vec::new();
+    for item in sorted {
+        // Sorted ascending, so the newest item sets the run's width.
+        let width = item.ids.len();
+        if !current.is_empty() && (current.len() + 1) * width > max_tokens {
+            runs.push(mem::take(&mut current));
+        }
+        current.push(item);
+    }
+    if !current.is_empty() {
+        runs.push(current);
+    }
+    runs
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(len: usize, ticket: &Arc<Ticket>) -> Item {
+        Item {
+            ids: vec![1; len],
+            index: 0,
+            ticket: ticket.clone(),
+        }
+    }
+
+    fn ticket() -> Arc<Ticket> {
+        let (reply, _rx) = oneshot::channel();
+        Arc::new(Ticket {
+            vectors: Mutex::new(Vec::new()),
+            remaining: AtomicUsize::new(0),
+            enqueued: Instant::now(),
+            first_run: OnceLock::new(),
+            longest_run_us: AtomicU64::new(0),
+            reply: Mutex::new(Some(reply)),
+        })
+    }
+
+    #[test]
+    fn runs_respect_the_padded_token_budget() {
+        let t = ticket();
+        let sorted: Vec<Item> = [3, 5, 5, 8, 10, 40, 100]
+            .iter()
+            .map(|&l| item(l, &t))
+            .collect();
+        let runs = split_runs(sorted, 64);
+        for run in &runs {
+            let width = run.iter().map(|i| i.ids.len()).max().unwrap_or(0);
+            assert!(
+                run.len() == 1 || run.len() * width <= 64,
+                "run of {} x {width}",
+                run.len()
+            );
+        }
+        assert_eq!(runs.iter().map(Vec::len).sum::<usize>(), 7);
+        // An input wider than the budget still runs, alone.
+        assert_eq!(runs.last().map(Vec::len), Some(1));
+    }
+}

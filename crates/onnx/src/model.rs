@@ -1,0 +1,179 @@
+//! `OnnxModel`: a model directory loaded in the background and served through the batcher.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    thread,
+    time::Instant,
+};
+
+use async_trait::async_trait;
+use citadel_embeddings::{Backend, BackendOutput, EmbedError, ModelInfo, ModelState, StageTiming};
+use tokio::sync::watch;
+
+use crate::{
+    OnnxError,
+    batcher::{BatchSettings, Batcher, RunError},
+    session::ModelSession,
+    tokenize::TextTokenizer,
+};
+
+/// Inputs whose text is longer than this in total are tokenized off the async runtime.
+const INLINE_TOKENIZE_BYTES: usize = 8 * 1024;
+
+/// How to load and run one in-process model.
+#[derive(Debug, Clone)]
+pub struct OnnxModelSettings {
+    pub info: ModelInfo,
+    /// Holds `model.onnx` and `tokenizer.json`.
+    pub dir: PathBuf,
+    pub sessions: usize,
+    pub intra_threads: usize,
+    pub max_batch_tokens: usize,
+}
+
+struct Loaded {
+    tokenizer: Arc<TextTokenizer>,
+    batcher: Batcher,
+}
+
+pub struct OnnxModel {
+    info: ModelInfo,
+    state: watch::Sender<ModelState>,
+    loaded: Arc<OnceLock<Loaded>>,
+}
+
+impl OnnxModel {
+    /// Checks the model files now (so a missing model is one clear error at start-up), then
+    /// loads the sessions on a background thread; the state turns `Ready` when done.
+    pub fn start(settings: OnnxModelSettings) -> Result<Arc<Self>, OnnxError> {
+        for file in ["model.onnx", "tokenizer.json"] {
+            if !settings.dir.join(file).is_file() {
+                return Err(OnnxError::ModelFilesMissing {
+                    dir: settings.dir.display().to_string(),
+                    file,
+                });
+            }
+        }
+        let (state, _) = watch::channel(ModelState::Loading);
+        let model = Arc::new(OnnxModel {
+            info: settings.info.clone(),
+            state,
+            loaded: Arc::default(),
+        });
+        let (loaded, state) = (model.loaded.clone(), model.state.clone());
+        let spawned = thread::Builder::new().name("citadel-onnx-load".into()).spawn(move || {
+            let started = Instant::now();
+            match load(&settings) {
+                Ok(ready) => {
+                    let _ = loaded.set(ready);
+                    tracing::info!(model = %settings.info.name, ms = started.elapsed().as_millis() as u64, "model loaded");
+                    state.send_replace(ModelState::Ready);
+                }
+                Err(e) => {
+                    tracing::error!(model = %settings.info.name, error = %e, "model failed to load");
+                    state.send_replace(ModelState::Failed(e.to_string()));
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            model.state.send_replace(ModelState::Failed(format!(
+                "could not start the loader: {e}"
+            )));
+        }
+        Ok(model)
+    }
+}
+
+fn load(settings: &OnnxModelSettings) -> Result<Loaded, OnnxError> {
+    let max_tokens = settings.info.max_input_tokens as usize;
+    let tokenizer = TextTokenizer::load(&settings.dir.join("tokenizer.json"), max_tokens)?;
+    let graph = settings.dir.join("model.onnx");
+    let dims = settings.info.dimensions as usize;
+    let sessions = (0..settings.sessions)
+        .map(|_| ModelSession::load(&graph, settings.intra_threads, dims))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = BatchSettings {
+        max_batch_tokens: settings.max_batch_tokens,
+        max_window_inputs: 1024,
+    };
+    let batcher = Batcher::start(sessions, batch, &settings.info.name);
+    Ok(Loaded {
+        tokenizer: Arc::new(tokenizer),
+        batcher,
+    })
+}
+
+#[async_trait]
+impl Backend for OnnxModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn state(&self) -> ModelState {
+        self.state.borrow().clone()
+    }
+
+    fn watch_state(&self) -> watch::Receiver<ModelState> {
+        self.state.subscribe()
+    }
+
+    async fn embed(
+        &self,
+        inputs: Vec<String>,
+        truncate: bool,
+    ) -> Result<BackendOutput, EmbedError> {
+        let loaded = self.loaded.get().ok_or_else(|| EmbedError::Unavailable {
+            model: self.info.name.clone(),
+            reason: "the model is still loading".into(),
+        })?;
+        let started = Instant::now();
+        let ids = if inputs.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
+            loaded.tokenizer.encode(&inputs, truncate)?
+        } else {
+            let tokenizer = loaded.tokenizer.clone();
+            tokio::task::spawn_blocking(move || tokenizer.encode(&inputs, truncate))
+                .await
+                .map_err(|e| self.failed(&format!("tokenizer task: {e}")))??
+        };
+        let tokenize = started.elapsed();
+        let prompt_tokens = ids.iter().map(|v| v.len() as u64).sum();
+
+        let finished = loaded
+            .batcher
+            .submit(ids)
+            .await
+            .map_err(|_| self.failed("the model worker stopped"))?
+            .map_err(|e| match e {
+                RunError::ShuttingDown => EmbedError::Unavailable {
+                    model: self.info.name.clone(),
+                    reason: "the server is shutting down".into(),
+                },
+                RunError::Failed(message) => self.failed(&message),
+            })?;
+        Ok(BackendOutput {
+            vectors: finished.vectors,
+            prompt_tokens,
+            timing: StageTiming {
+                tokenize,
+                queue: finished.queue,
+                inference: finished.inference,
+            },
+        })
+    }
+
+    fn close(&self) {
+        if let Some(loaded) = self.loaded.get() {
+            loaded.batcher.close();
+        }
+    }
+}
+
+impl OnnxModel {
+    fn failed(&self, message: &str) -> EmbedError {
+        EmbedError::Backend {
+            model: self.info.name.clone(),
+            message: message.to_string(),
+        }
+    }
+}

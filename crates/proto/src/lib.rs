@@ -1,0 +1,25 @@
+//! The wire contract of the mesh: Rust types and tonic stubs generated from `proto/` by the
+//! workspace's root `build.rs`, the encoded descriptor set for server reflection, and the
+//! metadata keys both edges agree on.
+//!
+//! This crate owns nothing but the contract. Conversions to and from domain types live in the
+//! edges (`citadel-grpc`, `citadel-gateway`), never here, so the contract stays free of logic.
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("citadel.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every citadel proto, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/citadel_descriptor.bin"));
+
+/// gRPC metadata keys that are part of the contract (see proto/citadel/v1/embeddings.proto).
+pub mod metadata {
+    /// Correlates one request across the REST edge, the mesh and the logs.
+    pub const REQUEST_ID: &str = "x-request-id";
+    /// Trailer of an INVALID_ARGUMENT naming the offending request field.
+    pub const ERROR_PARAM: &str = "x-citadel-error-param";
+    /// Trailer of a RESOURCE_EXHAUSTED: seconds to wait before retrying.
+    pub const RETRY_AFTER: &str = "retry-after";
+}

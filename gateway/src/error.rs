@@ -1,0 +1,144 @@
+//! `ApiError`: every failure at the REST edge leaves as OpenAI's error body,
+//! `{"error":{"message","type","param","code"}}`, with the matching HTTP status.
+
+use axum::{
+    Json,
+    extract::rejection::JsonRejection,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use citadel_proto::metadata::{ERROR_PARAM, RETRY_AFTER};
+use serde_json::json;
+use tonic::{Code, Status};
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    pub retry_after: Option<HeaderValue>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 about one request field.
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            param: Some(param.to_string()),
+            ..Self::new(StatusCode::BAD_REQUEST, INVALID, message)
+        }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+}
+
+const INVALID: &str = "invalid_request_error";
+const SERVER: &str = "server_error";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+        }
+        response
+    }
+}
+
+/// The one mapping from a gRPC status to an HTTP error.
+impl From<Status> for ApiError {
+    fn from(status: Status) -> Self {
+        let message = status.message().to_string();
+        let (http, kind, code) = match status.code() {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                (StatusCode::BAD_REQUEST, INVALID, None)
+            }
+            Code::NotFound => (StatusCode::NOT_FOUND, INVALID, Some("model_not_found")),
+            Code::ResourceExhausted => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                Some("rate_limit_exceeded"),
+            ),
+            Code::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER,
+                Some("service_unavailable"),
+            ),
+            Code::DeadlineExceeded | Code::Cancelled => {
+                (StatusCode::GATEWAY_TIMEOUT, SERVER, Some("timeout"))
+            }
+            Code::Unauthenticated => (StatusCode::UNAUTHORIZED, INVALID, Some("invalid_api_key")),
+            Code::PermissionDenied => (StatusCode::FORBIDDEN, INVALID, None),
+            Code::AlreadyExists | Code::Aborted => (StatusCode::CONFLICT, INVALID, None),
+            Code::Unimplemented => (StatusCode::NOT_IMPLEMENTED, INVALID, None),
+            Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
+                (StatusCode::INTERNAL_SERVER_ERROR, SERVER, None)
+            }
+        };
+        let trailer = |key: &str| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let param = match status.code() {
+            Code::NotFound => Some("model".to_string()),
+            _ => trailer(ERROR_PARAM),
+        };
+        let retry_after = trailer(RETRY_AFTER).and_then(|s| HeaderValue::from_str(&s).ok());
+        ApiError {
+            status: http,
+            message,
+            kind,
+            param,
+            code,
+            retry_after,
+        }
+    }
+}
+
+/// Malformed JSON bodies get the same error shape as everything else.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let message = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                "the request body is larger than this server accepts".to_string()
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "send the body as JSON with `Content-Type: application/json`".to_string()
+            }
+            _ => format!(
+                "could not parse the JSON body of your request: {}",
+                rejection.body_text()
+            ),
+        };
+        ApiError::new(status, INVALID, message)
+    }
+}

@@ -1,0 +1,25 @@
+//! CORS for the AG UI web app: only the configured origins, and `x-request-id` readable.
+
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub fn layer(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let request_id = HeaderName::from_static(citadel_proto::metadata::REQUEST_ID);
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            request_id.clone(),
+        ])
+        .expose_headers([request_id])
+        .max_age(Duration::from_secs(600))
+}

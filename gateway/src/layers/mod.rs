@@ -1,0 +1,5 @@
+//! The edge's middleware, one concern per file, assembled in `lib.rs`.
+
+pub mod cors;
+pub mod http_metrics;
+pub mod trace;

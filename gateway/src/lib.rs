@@ -1,0 +1,76 @@
+//! The REST edge: OpenAI-style JSON in, gRPC calls to the mesh out.
+//!
+//! This crate owns the HTTP surface (`/v1/embeddings`, `/v1/models`, `/health/`,
+//! `/health/detailed`, `/metrics`), the OpenAI error shape, request ids, CORS, body limits and
+//! HTTP metrics. It holds no business logic and never reaches past the gRPC contract: every
+//! call goes through a tonic channel to `citadel.v1.*`, so anything REST can do, gRPC can too.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod extract;
+mod layers;
+mod openai;
+mod routes;
+mod state;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
+    routing::{get, post},
+};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub use error::ApiError;
+pub use state::{AppState, MetricsRender};
+
+/// What the edge needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub body_limit_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// The edge's router with its middleware pipeline.
+pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
+    let routes = Router::new()
+        .route("/v1/embeddings", post(routes::embeddings::create))
+        .route("/v1/models", get(routes::models::list))
+        .route("/v1/models/{*id}", get(routes::models::get))
+        .route("/health", get(routes::health::live))
+        .route("/health/", get(routes::health::live))
+        .route("/health/detailed", get(routes::health::detailed))
+        .route("/metrics", get(routes::health::metrics))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        // Inside routing, so the metrics see the matched route pattern.
+        .layer(middleware::from_fn(layers::http_metrics::record))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .with_state(state);
+
+    // The pipeline, outermost first.
+    routes.layer(
+        ServiceBuilder::new()
+            // Accept the caller's x-request-id or make one...
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            // ...and return it on the response.
+            .layer(PropagateRequestIdLayer::x_request_id())
+            // A span per request, carrying the id; one INFO line per response.
+            .layer(layers::trace::layer())
+            // Browsers: only the configured origins.
+            .layer(layers::cors::layer(&settings.cors_allowed_origins)),
+    )
+}
+
+/// A lazily connecting channel to the mesh at `url` (`http://host:port`).
+pub fn upstream_channel(url: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy())
+}

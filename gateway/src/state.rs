@@ -1,0 +1,92 @@
+//! What every handler shares: gRPC clients to the mesh and the edge's settings.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::http::HeaderMap;
+use citadel_proto::{metadata::REQUEST_ID, v1::embedding_service_client::EmbeddingServiceClient};
+use tokio::time::Instant;
+use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::error::ApiError;
+
+/// Renders `/metrics`; supplied by the binary so the edge needs no exporter of its own.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Extra time the edge waits past the gRPC deadline for the mesh's own DEADLINE_EXCEEDED.
+const DEADLINE_GRACE: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) embeddings: EmbeddingServiceClient<Channel>,
+    pub(crate) health: HealthClient<Channel>,
+    pub(crate) metrics: MetricsRender,
+    pub(crate) request_timeout: Duration,
+    pub(crate) started: Instant,
+    /// Where the gRPC calls go, for error messages and /health/detailed.
+    pub(crate) upstream: Arc<str>,
+}
+
+impl AppState {
+    pub fn new(
+        channel: Channel,
+        upstream: &str,
+        max_message_bytes: usize,
+        request_timeout: Duration,
+        metrics: MetricsRender,
+    ) -> Self {
+        let embeddings = EmbeddingServiceClient::new(channel.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        AppState {
+            embeddings,
+            health: HealthClient::new(channel),
+            metrics,
+            request_timeout,
+            started: Instant::now(),
+            upstream: upstream.into(),
+        }
+    }
+
+    /// Wraps `message` for the mesh: the request id travels as metadata, and the edge's
+    /// deadline as `grpc-timeout`.
+    pub(crate) fn request<T>(&self, message: T, headers: &HeaderMap) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+        if let Some(id) = id.and_then(|id| MetadataValue::try_from(id).ok()) {
+            request.metadata_mut().insert(REQUEST_ID, id);
+        }
+        request.set_timeout(self.request_timeout);
+        request
+    }
+
+    /// Awaits a gRPC call, bounded by the edge's deadline even if the mesh never answers.
+    pub(crate) async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.request_timeout + DEADLINE_GRACE, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(self.explain(status)),
+            Err(_) => Err(ApiError::from(tonic::Status::deadline_exceeded(format!(
+                "no answer from the embedding service within {}ms",
+                self.request_timeout.as_millis()
+            )))),
+        }
+    }
+
+    /// A transport failure says which upstream could not be reached.
+    fn explain(&self, status: tonic::Status) -> ApiError {
+        let unreachable = status.code() == tonic::Code::Unavailable
+            && std::error::Error::source(&status).is_some();
+        if unreachable {
+            let message = format!(
+                "the embedding service at {} is unreachable: {}",
+                self.upstream,
+                status.message()
+            );
+            return ApiError::from(tonic::Status::unavailable(message));
+        }
+        ApiError::from(status)
+    }
+}

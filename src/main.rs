@@ -1,0 +1,106 @@
+//! `citadel`: the Citadel Orchestrator binary.
+//!
+//! `citadel serve` runs the REST edge, the gRPC mesh and the in-process models in one process;
+//! `citadel config check` validates a configuration without connecting anywhere. This file owns
+//! the command line only; wiring lives in `serve.rs`.
+
+#![forbid(unsafe_code)]
+
+mod serve;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use citadel_config::{Config, ConfigError, Overrides};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "citadel",
+    version,
+    about = "Citadel Orchestrator: embeddings and workflows over a gRPC mesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the REST edge, the gRPC services and the in-process models in one process.
+    Serve(ServeArgs),
+    /// Work with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets masked) and fail on the first bad key.
+    /// Never connects to anything it names.
+    Check(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// A TOML file layered over the embedded defaults (and over the CITADEL_ENV profile).
+    #[arg(long, env = "CITADEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Profile: also loads config/<ENV>.toml (development, production).
+    #[arg(long, env = "CITADEL_ENV")]
+    env: Option<String>,
+    /// REST listen address (overrides http.addr).
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// gRPC listen address (overrides grpc.addr).
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, ConfigError> {
+        let overrides = Overrides {
+            config_file: self.config.clone(),
+            env: self.env.clone(),
+            config_dir: None,
+            http_addr: self.http_addr,
+            grpc_addr: self.grpc_addr,
+        };
+        citadel_config::load(&overrides, std::env::vars())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Serve(args) => match args.config.load() {
+            Ok(config) => serve::run(config),
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn config_check(args: &ConfigArgs) -> ExitCode {
+    match args.load() {
+        Ok(config) => {
+            match serde_json::to_string_pretty(&config.redacted_json()) {
+                Ok(text) => println!("{text}"),
+                Err(e) => return fail(&e),
+            }
+            eprintln!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}
