@@ -120,6 +120,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         http_task.abort();
     }
+    health.close().await;
     let _ = stop_grpc.send(());
     if tokio::time::timeout_at(deadline, &mut grpc_task)
         .await

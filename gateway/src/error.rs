@@ -18,7 +18,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
-    pub retry_after: Option<HeaderValue>,
+    /// Seconds, for the `Retry-After` header of a 429.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -60,7 +61,9 @@ impl IntoResponse for ApiError {
         }});
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, seconds);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -107,7 +110,7 @@ impl From<Status> for ApiError {
             Code::NotFound => Some("model".to_string()),
             _ => trailer(ERROR_PARAM),
         };
-        let retry_after = trailer(RETRY_AFTER).and_then(|s| HeaderValue::from_str(&s).ok());
+        let retry_after = trailer(RETRY_AFTER).and_then(|s| s.parse().ok());
         ApiError {
             status: http,
             message,

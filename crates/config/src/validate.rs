@@ -46,7 +46,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         return invalid("database.url", "must start with sqlite: or postgres://");
     }
     let redis = &cfg.cache.redis_url;
-    if !redis.is_empty() && !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+    if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
         return invalid(
             "cache.redis_url",
             "must be empty or start with redis:// or rediss://",

@@ -102,7 +102,14 @@ impl EmbeddingCore {
 
     pub async fn embed(&self, params: EmbedParams) -> Result<Embedded, EmbedError> {
         let started = Instant::now();
-        let entry = self.entry(&params.model)?;
+        let entry = match self.entry(&params.model) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // Unknown names are caller input: never a metric label value.
+                metrics().request("unknown", error.outcome());
+                return Err(error);
+            }
+        };
         let model = entry.backend.info().name.clone();
         let result = self.embed_with(entry, params, started).await;
         metrics().request(

@@ -40,8 +40,17 @@ impl HealthControl {
         }
     }
 
+    /// First step of shutdown: probes and watchers see NOT_SERVING.
     pub async fn shutting_down(&self) {
         self.set_all(ServingStatus::NotServing).await;
+    }
+
+    /// Last step before the gRPC server drains: ends open `Watch` streams, which would
+    /// otherwise hold the server open until the drain timeout.
+    pub async fn close(&self) {
+        let mut reporter = self.reporter.clone();
+        reporter.clear_service_status(OVERALL).await;
+        reporter.clear_service_status(service_name()).await;
     }
 
     async fn set_all(&self, status: ServingStatus) {

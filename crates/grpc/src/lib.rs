@@ -17,4 +17,4 @@ mod status;
 
 pub use embedding::EmbeddingApi;
 pub use health::HealthControl;
-pub use server::{GrpcSettings, router};
+pub use server::{GrpcRouter, GrpcSettings, router};

@@ -6,8 +6,17 @@ use citadel_embeddings::EmbeddingCore;
 use citadel_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use tonic::transport::{Server, server::Router};
 use tonic_health::pb::health_server::{Health, HealthServer};
+use tower::layer::util::{Identity, Stack};
+use tower_http::{
+    classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
+    trace::{DefaultOnFailure, DefaultOnResponse, MakeSpan, TraceLayer},
+};
+use tracing::Level;
 
 use crate::EmbeddingApi;
+
+/// The assembled server, ready for `serve_with_incoming_shutdown`.
+pub type GrpcRouter = Router<Stack<Trace, Identity>>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcSettings {
@@ -21,7 +30,7 @@ pub fn router(
     core: Arc<EmbeddingCore>,
     health: HealthServer<impl Health>,
     settings: GrpcSettings,
-) -> Result<Router, tonic_reflection::server::Error> {
+) -> Result<GrpcRouter, tonic_reflection::server::Error> {
     let embeddings = EmbeddingServiceServer::new(EmbeddingApi::new(core))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
@@ -31,7 +40,7 @@ pub fn router(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     Ok(Server::builder()
-        .trace_fn(request_span)
+        .layer(trace_layer())
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -40,11 +49,41 @@ pub fn router(
 
 /// Every log line of a gRPC call carries the caller's `x-request-id` (the REST edge always
 /// sends one) and the method.
-fn request_span(request: &http::Request<()>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get(citadel_proto::metadata::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("grpc", request_id = %request_id, method = %request.uri().path())
+#[derive(Clone, Copy)]
+pub struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        let header = request.headers().get(citadel_proto::metadata::REQUEST_ID);
+        let request_id = header.and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info_span!("grpc", request_id = %request_id, method = %request.uri().path())
+    }
+}
+
+pub type Trace = TraceLayer<
+    SharedClassifier<GrpcErrorsAsFailures>,
+    RequestSpan,
+    (),
+    DefaultOnResponse,
+    (),
+    (),
+    DefaultOnFailure,
+>;
+
+/// One INFO line per call. Statuses that answer the caller's request (bad input, unknown
+/// model, full queue, deadline) are not server failures, so they are not logged as such.
+fn trace_layer() -> Trace {
+    let classifier = GrpcErrorsAsFailures::new()
+        .with_success(GrpcCode::InvalidArgument)
+        .with_success(GrpcCode::NotFound)
+        .with_success(GrpcCode::ResourceExhausted)
+        .with_success(GrpcCode::DeadlineExceeded)
+        .with_success(GrpcCode::Cancelled);
+    TraceLayer::new(SharedClassifier::new(classifier))
+        .make_span_with(RequestSpan)
+        .on_request(())
+        .on_response(DefaultOnResponse::new().level(Level::INFO))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(DefaultOnFailure::new().level(Level::WARN))
 }

@@ -35,8 +35,10 @@ impl ModelSession {
         let session = Session::builder(environment)
             .map_err(|e| error(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .and_then(|b| b.with_intra_threads(intra_threads))
-            .and_then(|b| b.with_inter_threads(1))
+            .map_err(|e| error(e.to_string()))?
+            .with_intra_threads(intra_threads)
+            .map_err(|e| error(e.to_string()))?
+            .with_inter_threads(1)
             .map_err(|e| error(e.to_string()))?
             .commit_from_file(path)
             .map_err(|e| error(e.to_string()))?;
