@@ -1,0 +1,162 @@
+//! The `citadel` command line: configuration checks and start-up failures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+fn citadel(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_citadel"));
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .env_remove("CITADEL_ENV")
+        .env_remove("CITADEL_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("run citadel");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (
+        output.status.success(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+fn temp_config(name: &str, toml: &str) -> String {
+    let path = std::env::temp_dir().join(format!("citadel-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, toml).expect("write");
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn config_check_validates_production_without_connecting_and_masks_secrets() {
+    let env = [(
+        "CITADEL_DATABASE__URL",
+        "postgres://citadel:hunter2@192.168.10.35:5432/citadel",
+    )];
+    let (ok, stdout, stderr) = citadel(
+        &["config", "check", "--config", "config/production.toml"],
+        &env,
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("configuration OK"));
+    assert!(
+        stdout.contains("http://192.168.10.34:8002")
+            && stdout.contains("http://192.168.10.28:8000")
+    );
+    assert!(
+        stdout.contains("nomic-embed-text")
+            && stdout.contains("bge-m3")
+            && stdout.contains("mxbai-embed-large")
+    );
+    assert!(
+        stdout.contains("postgres://citadel:***@192.168.10.35"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "secret leaked");
+}
+
+#[test]
+fn layers_apply_in_order_defaults_file_variables_flags() {
+    let file = temp_config(
+        "layers",
+        "[http]\naddr = \"127.0.0.1:7000\"\nrequest_timeout_ms = 1234\n",
+    );
+    let env = [
+        ("CITADEL_HTTP__ADDR", "127.0.0.1:7001"),
+        ("CITADEL_GRPC__ADDR", "127.0.0.1:7002"),
+    ];
+    let args = [
+        "config",
+        "check",
+        "--config",
+        &file,
+        "--grpc-addr",
+        "127.0.0.1:7003",
+    ];
+    let (ok, stdout, stderr) = citadel(&args, &env);
+    assert!(ok, "{stderr}");
+    let config: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(
+        config["http"]["request_timeout_ms"], 1234,
+        "file over defaults"
+    );
+    assert_eq!(
+        config["http"]["addr"], "127.0.0.1:7001",
+        "variables over file"
+    );
+    assert_eq!(
+        config["grpc"]["addr"], "127.0.0.1:7003",
+        "flags over variables"
+    );
+    assert_eq!(
+        config["http"]["body_limit_bytes"], 16777216,
+        "defaults underneath"
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let cases = [
+        ("[http]\naddr = \"not an address\"\n", "http.addr"),
+        ("[http]\nadress = \"127.0.0.1:1\"\n", "adress"),
+        (
+            "[models.all-minilm]\ndimensions = 0\n",
+            "models.all-minilm.dimensions",
+        ),
+        (
+            "[models.tiny]\nbackend = \"ollama\"\ndimensions = 8\nmax_input_tokens = 8\n",
+            "models.tiny.endpoints",
+        ),
+        ("[grpc]\nupstream = \"localhost:50051\"\n", "grpc.upstream"),
+        ("[cache]\nredis_url = \"localhost\"\n", "cache.redis_url"),
+    ];
+    for (i, (toml, key)) in cases.iter().enumerate() {
+        let file = temp_config(&format!("bad{i}"), toml);
+        let (ok, _, stderr) = citadel(&["config", "check", "--config", &file], &[]);
+        assert!(!ok, "{toml} accepted");
+        assert!(
+            stderr.contains(key),
+            "error for {toml:?} should name {key}: {stderr}"
+        );
+    }
+    let (ok, _, stderr) = citadel(
+        &["config", "check"],
+        &[("CITADEL_HTTP__BODY_LIMIT_BYTES", "lots")],
+    );
+    assert!(!ok && stderr.contains("body_limit_bytes"), "{stderr}");
+    let (ok, _, stderr) = citadel(&["config", "check", "--config", "/nonexistent.toml"], &[]);
+    assert!(!ok && stderr.contains("/nonexistent.toml"), "{stderr}");
+}
+
+#[test]
+fn a_missing_model_is_one_clear_line_with_the_fix() {
+    let file = temp_config(
+        "nomodel",
+        "[models.all-minilm]\ndir = \"/nonexistent/all-minilm\"\n",
+    );
+    let args = [
+        "serve",
+        "--config",
+        &file,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ];
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = citadel(&args, &[]);
+    assert!(!ok);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .expect("an error line");
+    assert!(
+        line.contains("/nonexistent/all-minilm") && line.contains("run `make models`"),
+        "{stderr}"
+    );
+}
