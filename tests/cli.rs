@@ -160,3 +160,19 @@ fn a_missing_model_is_one_clear_line_with_the_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_configuration() {
+    let yaml = std::fs::read_to_string("deploy/kubernetes/configmap.yaml").expect("configmap");
+    let body: String = yaml
+        .lines()
+        .skip_while(|l| !l.contains("citadel.toml: |"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(body.contains("[http]"), "found the embedded TOML");
+    let file = temp_config("configmap", &body);
+    let (ok, _, stderr) = citadel(&["config", "check", "--config", &file], &[]);
+    assert!(ok, "deploy/kubernetes/configmap.yaml: {stderr}");
+}

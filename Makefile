@@ -1,0 +1,12 @@
+# Shortcuts; the scripts are the source of truth (README lists them).
+.PHONY: run test models bench lint
+run:
+	scripts/run.sh
+test:
+	scripts/test.sh
+models:
+	scripts/setup-models.sh
+bench:
+	bench/run-embeddings.sh
+lint:
+	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need and runs every test: formatting, lints, the Rust unit and
+# end-to-end tests (real servers on free loopback ports), then the official OpenAI SDK and a
+# standard gRPC health client against a running server. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-models.sh
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
+echo "==> client tests (openai SDK, grpcio health)"
+scripts/client-tests.sh
