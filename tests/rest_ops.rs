@@ -77,6 +77,7 @@ async fn health_and_metrics_report_what_happened() {
     assert_eq!(detailed["status"], "ok");
     assert_eq!(detailed["components"]["grpc"]["state"], "SERVING");
     assert_eq!(detailed["components"]["models"][0]["name"], MODEL);
+    assert_eq!(detailed["components"]["models"][0]["state"], "ready");
     assert!(detailed["version"].is_string() && detailed["uptime_seconds"].is_u64());
 
     let (status, _, _) = embed_raw(

@@ -178,7 +178,7 @@ impl Default for ModelConfig {
             dir: None,
             sessions: 2,
             intra_threads: 1,
-            max_batch_tokens: 1024,
+            max_batch_tokens: 256,
             max_queued_inputs: 16384,
             endpoints: Vec::new(),
             upstream_model: None,

@@ -10,7 +10,7 @@ use citadel_proto::v1;
 use serde_json::{Value, json};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::state::AppState;
+use crate::{openai::ModelObject, state::AppState};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const EMBEDDING_SERVICE: &str = "citadel.v1.EmbeddingService";
@@ -64,10 +64,11 @@ async fn grpc_health(state: &AppState, headers: &HeaderMap, service: &str) -> St
 }
 
 fn model_health(model: v1::Model) -> Value {
+    let model = ModelObject::from(model);
     json!({
         "name": model.id,
         "backend": model.backend,
-        "state": model.state().as_str_name(),
+        "state": model.state,
         "dimensions": model.dimensions,
     })
 }
