@@ -52,7 +52,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new().await;
-    tokio::spawn(health.clone().follow_readiness(core.clone()));
+    let readiness = tokio::spawn(health.clone().follow_readiness(core.clone()));
     let grpc_settings = GrpcSettings {
         max_message_bytes: config.grpc.max_message_bytes,
     };
@@ -83,6 +83,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let settings = GatewaySettings {
         body_limit_bytes: config.http.body_limit_bytes,
+        body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
         cors_allowed_origins: config.http.cors_allowed_origins.clone(),
     };
     let app = citadel_gateway::router(state, &settings);
@@ -111,6 +112,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Drain: refuse new work first, let the REST edge finish (it needs the mesh), then the mesh.
     let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
     let deadline = tokio::time::Instant::now() + drain;
+    // A model still loading must not turn health back to SERVING once draining has begun.
+    readiness.abort();
     health.shutting_down().await;
     let _ = stop_http.send(());
     if tokio::time::timeout_at(deadline, &mut http_task)
@@ -144,8 +147,8 @@ fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
     for (name, model) in &config.models {
         match model.backend {
             BackendKind::Onnx => {
-                citadel_onnx::init_runtime(&config.onnx.library_path)?;
-                let backend = OnnxModel::start(onnx_settings(name, model))?;
+                let backend =
+                    OnnxModel::start(onnx_settings(name, model), &config.onnx.library_path)?;
                 core.register(backend, model.max_queued_inputs);
             }
             BackendKind::Ollama | BackendKind::Openai => bail!(

@@ -128,28 +128,39 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Starts one worker thread per session.
+    /// Starts one worker thread per session; fails if none could start (the model would
+    /// otherwise look ready and never answer).
     pub(crate) fn start(
         sessions: Vec<ModelSession>,
         settings: BatchSettings,
         model: &str,
-    ) -> Batcher {
+    ) -> std::io::Result<Batcher> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             settings,
             metrics: BatchMetrics::new(model),
         });
+        let mut started = 0;
+        let mut last_error = None;
         for (i, session) in sessions.into_iter().enumerate() {
             let shared = shared.clone();
             let spawned = thread::Builder::new()
                 .name(format!("citadel-onnx-{i}"))
                 .spawn(move || work(&shared, session));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not start a model worker thread");
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start a model worker thread");
+                    last_error = Some(e);
+                }
             }
         }
-        Batcher { shared }
+        match (started, last_error) {
+            (0, Some(e)) => Err(e),
+            (0, None) => Err(std::io::Error::other("no sessions to run the model on")),
+            _ => Ok(Batcher { shared }),
+        }
     }
 
     /// Queues one request's token ids; the receiver yields its vectors in input order.
@@ -274,17 +285,18 @@ fn form_window(queue: &mut Queue, shared: &Shared) {
     queue.waiting -= dropped;
     shared.metrics.queue_depth(-(dropped as i64));
 
+    // Round-robin that carries over between windows: a served job goes to the back, so with
+    // more waiting requests than fit one window, the next window starts with the ones skipped.
     let mut window = Vec::new();
-    while window.len() < settings.max_window_inputs && !queue.jobs.is_empty() {
-        for job in queue.jobs.iter_mut() {
-            let room = settings.max_window_inputs - window.len();
-            let take = ROUND_ROBIN_SHARE.min(job.len()).min(room);
-            window.extend(job.drain(..take));
-            if window.len() >= settings.max_window_inputs {
-                break;
-            }
+    while window.len() < settings.max_window_inputs {
+        let Some(mut job) = queue.jobs.pop_front() else {
+            break;
+        };
+        let room = settings.max_window_inputs - window.len();
+        window.extend(job.drain(..ROUND_ROBIN_SHARE.min(job.len()).min(room)));
+        if !job.is_empty() {
+            queue.jobs.push_back(job);
         }
-        queue.jobs.retain(|job| !job.is_empty());
     }
     window.sort_by_key(|item| item.ids.len());
     queue
@@ -326,6 +338,20 @@ mod tests {
         }
     }
 
+    /// A ticket whose caller is still waiting (the receiver is returned to keep it so).
+    fn live_ticket() -> (Arc<Ticket>, oneshot::Receiver<Result<Finished, RunError>>) {
+        let (reply, rx) = oneshot::channel();
+        let ticket = Arc::new(Ticket {
+            vectors: Mutex::new(Vec::new()),
+            remaining: AtomicUsize::new(0),
+            enqueued: Instant::now(),
+            first_run: OnceLock::new(),
+            longest_run_us: AtomicU64::new(0),
+            reply: Mutex::new(Some(reply)),
+        });
+        (ticket, rx)
+    }
+
     fn ticket() -> Arc<Ticket> {
         let (reply, _rx) = oneshot::channel();
         Arc::new(Ticket {
@@ -336,6 +362,40 @@ mod tests {
             longest_run_us: AtomicU64::new(0),
             reply: Mutex::new(Some(reply)),
         })
+    }
+
+    #[test]
+    fn round_robin_reaches_every_waiting_request_across_windows() {
+        let shared = Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            settings: BatchSettings {
+                max_batch_tokens: 1024,
+                max_window_inputs: 1024,
+            },
+            metrics: BatchMetrics::new("test"),
+        };
+        let (tickets, _waiting): (Vec<_>, Vec<_>) = (0..20).map(|_| live_ticket()).unzip();
+        let mut queue = Queue::default();
+        for t in &tickets {
+            queue.jobs.push_back((0..900).map(|_| item(8, t)).collect());
+            queue.waiting += 900;
+        }
+        let mut served = vec![false; tickets.len()];
+        for _ in 0..2 {
+            form_window(&mut queue, &shared);
+            for item in queue.runs.drain(..).flatten() {
+                let i = tickets
+                    .iter()
+                    .position(|t| Arc::ptr_eq(t, &item.ticket))
+                    .unwrap();
+                served[i] = true;
+            }
+        }
+        assert!(
+            served.iter().all(|s| *s),
+            "some request waited more than two windows: {served:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,6 @@ mod session;
 mod tokenize;
 
 pub use model::{OnnxModel, OnnxModelSettings};
-pub use runtime::init_runtime;
 
 /// Why an ONNX model could not be set up. Messages name the cause and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -31,4 +30,16 @@ pub enum OnnxError {
     Tokenizer { path: String, message: String },
     #[error("could not load the model graph {path}: {message}")]
     Session { path: String, message: String },
+    #[error("could not read the model's configuration {path}: {message}")]
+    ModelConfig { path: String, message: String },
+    #[error(
+        "models.{model}.max_input_tokens is {configured}, but the model has only {positions} positions: lower it"
+    )]
+    TooManyTokens {
+        model: String,
+        configured: u32,
+        positions: u32,
+    },
+    #[error("could not start the model's worker threads: {0}")]
+    Workers(String),
 }

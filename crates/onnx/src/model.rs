@@ -1,7 +1,7 @@
 //! `OnnxModel`: a model directory loaded in the background and served through the batcher.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, OnceLock},
     thread,
     time::Instant,
@@ -44,9 +44,13 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
-    /// Checks the model files now (so a missing model is one clear error at start-up), then
-    /// loads the sessions on a background thread; the state turns `Ready` when done.
-    pub fn start(settings: OnnxModelSettings) -> Result<Arc<Self>, OnnxError> {
+    /// Checks the model files and loads ONNX Runtime from `runtime_library` now (so a missing
+    /// model is one clear error at start-up), then loads the sessions on a background thread;
+    /// the state turns `Ready` when done.
+    pub fn start(
+        settings: OnnxModelSettings,
+        runtime_library: &Path,
+    ) -> Result<Arc<Self>, OnnxError> {
         for file in ["model.onnx", "tokenizer.json"] {
             if !settings.dir.join(file).is_file() {
                 return Err(OnnxError::ModelFilesMissing {
@@ -55,6 +59,8 @@ impl OnnxModel {
                 });
             }
         }
+        check_position_limit(&settings)?;
+        crate::runtime::init_runtime(runtime_library)?;
         let (state, _) = watch::channel(ModelState::Loading);
         let model = Arc::new(OnnxModel {
             info: settings.info.clone(),
@@ -85,6 +91,33 @@ impl OnnxModel {
     }
 }
 
+/// The graph has `max_position_embeddings` positions (config.json); longer inputs would fail
+/// inside ONNX Runtime, so a larger `max_input_tokens` is refused at start-up.
+fn check_position_limit(settings: &OnnxModelSettings) -> Result<(), OnnxError> {
+    #[derive(serde::Deserialize)]
+    struct BertConfig {
+        max_position_embeddings: u32,
+    }
+    let path = settings.dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let positions = serde_json::from_str::<BertConfig>(&text)
+        .map(|c| c.max_position_embeddings)
+        .map_err(|e| OnnxError::ModelConfig {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if settings.info.max_input_tokens > positions {
+        return Err(OnnxError::TooManyTokens {
+            model: settings.info.name.clone(),
+            configured: settings.info.max_input_tokens,
+            positions,
+        });
+    }
+    Ok(())
+}
+
 fn load(settings: &OnnxModelSettings) -> Result<Loaded, OnnxError> {
     let max_tokens = settings.info.max_input_tokens as usize;
     let tokenizer = TextTokenizer::load(&settings.dir.join("tokenizer.json"), max_tokens)?;
@@ -97,7 +130,8 @@ fn load(settings: &OnnxModelSettings) -> Result<Loaded, OnnxError> {
         max_batch_tokens: settings.max_batch_tokens,
         max_window_inputs: 1024,
     };
-    let batcher = Batcher::start(sessions, batch, &settings.info.name);
+    let batcher = Batcher::start(sessions, batch, &settings.info.name)
+        .map_err(|e| OnnxError::Workers(e.to_string()))?;
     Ok(Loaded {
         tokenizer: Arc::new(tokenizer),
         batcher,

@@ -7,7 +7,7 @@ use crate::OnnxError;
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
 
 /// Loads `libonnxruntime` from `library` once per process. Later calls are no-ops.
-pub fn init_runtime(library: &Path) -> Result<(), OnnxError> {
+pub(crate) fn init_runtime(library: &Path) -> Result<(), OnnxError> {
     if ENVIRONMENT.get().is_some() {
         return Ok(());
     }

@@ -9,6 +9,22 @@ use tokenizers::Tokenizer;
 
 use crate::OnnxError;
 
+/// Generous bound on the text one token covers (a 100-character word of 4-byte characters is a
+/// single `[UNK]`); past `max_tokens` of these, text cannot change a truncated encoding.
+const MAX_BYTES_PER_TOKEN: usize = 400;
+
+/// The longest prefix of `text` of at most `max_bytes`, cut on a character boundary.
+fn prefix(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 pub(crate) struct TextTokenizer {
     inner: Tokenizer,
     max_tokens: usize,
@@ -44,6 +60,12 @@ impl TextTokenizer {
     }
 
     fn encode_one(&self, index: usize, text: &str, truncate: bool) -> Result<Vec<i64>, EmbedError> {
+        // Only the first `max_tokens` tokens survive truncation, and a token never needs more
+        // than a few hundred bytes of text, so a 16 MiB string need not be tokenized whole.
+        let text = match truncate {
+            true => prefix(text, self.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN)),
+            false => text,
+        };
         let encoding = self.inner.encode(text, true).map_err(|e| {
             EmbedError::invalid(
                 "input",
@@ -69,5 +91,17 @@ impl TextTokenizer {
             .collect();
         kept.push(i64::from(last));
         Ok(kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix;
+
+    #[test]
+    fn prefix_cuts_on_character_boundaries() {
+        assert_eq!(prefix("héllo", 2), "h");
+        assert_eq!(prefix("héllo", 3), "hé");
+        assert_eq!(prefix("hello", 99), "hello");
     }
 }
