@@ -8,11 +8,10 @@ use std::{process::Command, time::Duration};
 
 fn citadel(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_citadel"));
-    command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .env_remove("CITADEL_ENV")
-        .env_remove("CITADEL_CONFIG");
+    command.current_dir(env!("CARGO_MANIFEST_DIR")).args(args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CITADEL_")) {
+        command.env_remove(key);
+    }
     for (k, v) in env {
         command.env(k, v);
     }
@@ -175,4 +174,27 @@ fn the_kubernetes_configmap_holds_a_valid_configuration() {
     let file = temp_config("configmap", &body);
     let (ok, _, stderr) = citadel(&["config", "check", "--config", &file], &[]);
     assert!(ok, "deploy/kubernetes/configmap.yaml: {stderr}");
+}
+
+#[test]
+fn more_input_tokens_than_the_model_has_positions_is_refused() {
+    let file = temp_config(
+        "positions",
+        "[models.all-minilm]\nmax_input_tokens = 1024\nmax_batch_tokens = 1024\n",
+    );
+    let args = [
+        "serve",
+        "--config",
+        &file,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ];
+    let (ok, _, stderr) = citadel(&args, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("models.all-minilm.max_input_tokens") && stderr.contains("512"),
+        "{stderr}"
+    );
 }

@@ -274,6 +274,7 @@ async fn embed_stream_answers_every_request_by_id() {
             embed_stream_response::Result::Error(e) => {
                 assert_eq!(answer.id, 7);
                 assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert_eq!(e.param, "input");
             }
         }
         assert!(seen.insert(answer.id), "each id answered once");

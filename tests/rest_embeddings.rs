@@ -107,6 +107,12 @@ async fn dimensions_normalize_and_aliases() {
     );
     assert!(cosine(&raw, &full) > 0.99999);
 
+    // A 2 MB input is truncated like any other: 256 tokens, same vector as its first words.
+    let huge = format!("{text} {}", "filler words go here ".repeat(100_000));
+    let (status, _, body) = embed_raw(&server, &json!({"model": MODEL, "input": huge})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 256);
+
     let alias = "sentence-transformers/all-MiniLM-L6-v2";
     let (status, _, body) = embed_raw(&server, &json!({"model": alias, "input": text})).await;
     assert_eq!(status, 200, "{body}");
@@ -223,20 +229,10 @@ async fn bad_input_gets_openai_errors_with_the_right_status() {
     let (status, _, body) = embed_raw(&server, &huge).await;
     assert_openai_error(status, &body, 413);
 
-    let unknown = client
-        .get(server.url("/v1/nothing-here"))
-        .send()
-        .await
-        .expect("send");
-    let status = unknown.status().as_u16();
-    assert_openai_error(status, &unknown.json().await.expect("json"), 404);
-    let wrong_method = client
-        .get(server.url("/v1/embeddings"))
-        .send()
-        .await
-        .expect("send");
-    let status = wrong_method.status().as_u16();
-    assert_openai_error(status, &wrong_method.json().await.expect("json"), 405);
+    let (status, body) = get_json(&server, "/v1/nothing-here").await;
+    assert_openai_error(status, &body, 404);
+    let (status, body) = get_json(&server, "/v1/embeddings").await;
+    assert_openai_error(status, &body, 405);
 
     // Long input is cut at 256 tokens by default, as sentence-transformers does.
     let (status, _, body) = embed_raw(

@@ -5,7 +5,7 @@
 mod common;
 
 use std::{
-    io::Write,
+    io::{Read, Write},
     net::TcpStream,
     time::{Duration, Instant},
 };
@@ -16,15 +16,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn models_are_listed_and_found_by_id_or_alias() {
     let server = Server::start();
-    let client = http();
-    let list: Value = client
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, list) = get_json(&server, "/v1/models").await;
     assert_eq!(list["object"], "list");
     let model = &list["data"][0];
     assert_eq!(model["id"], MODEL);
@@ -34,22 +26,12 @@ async fn models_are_listed_and_found_by_id_or_alias() {
     assert!(model["created"].as_i64().is_some_and(|t| t > 1_600_000_000));
 
     for id in [MODEL, "sentence-transformers/all-MiniLM-L6-v2"] {
-        let response = client
-            .get(server.url(&format!("/v1/models/{id}")))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(response.status().as_u16(), 200, "{id}");
-        let found: Value = response.json().await.expect("json");
+        let (status, found) = get_json(&server, &format!("/v1/models/{id}")).await;
+        assert_eq!(status, 200, "{id}");
         assert_eq!(found["id"], MODEL);
     }
-    let missing = client
-        .get(server.url("/v1/models/gpt-9"))
-        .send()
-        .await
-        .expect("send");
-    let status = missing.status().as_u16();
-    let error = assert_openai_error(status, &missing.json().await.expect("json"), 404);
+    let (status, body) = get_json(&server, "/v1/models/gpt-9").await;
+    let error = assert_openai_error(status, &body, 404);
     assert_eq!(error["code"], "model_not_found");
 }
 
@@ -57,23 +39,11 @@ async fn models_are_listed_and_found_by_id_or_alias() {
 async fn health_and_metrics_report_what_happened() {
     let server = Server::start();
     let client = http();
-    let live: Value = client
-        .get(server.url("/health/"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, live) = get_json(&server, "/health/").await;
     assert_eq!(live["status"], "ok");
 
-    let detailed = client
-        .get(server.url("/health/detailed"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(detailed.status().as_u16(), 200);
-    let detailed: Value = detailed.json().await.expect("json");
+    let (status, detailed) = get_json(&server, "/health/detailed").await;
+    assert_eq!(status, 200);
     assert_eq!(detailed["status"], "ok");
     assert_eq!(detailed["components"]["grpc"]["state"], "SERVING");
     assert_eq!(detailed["components"]["models"][0]["name"], MODEL);
@@ -179,13 +149,23 @@ async fn cors_allows_the_configured_origin_only() {
             .request(reqwest::Method::OPTIONS, server.url("/v1/embeddings"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type")
+            .header(
+                "access-control-request-headers",
+                "content-type,x-stainless-lang",
+            )
             .send()
     };
     let allowed = preflight("http://agui.test:3000").await.expect("send");
     assert_eq!(
         allowed.headers()["access-control-allow-origin"],
         "http://agui.test:3000"
+    );
+    let allowed_headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        allowed_headers.contains("x-stainless-lang"),
+        "the OpenAI JS SDK's headers pass"
     );
     let denied = preflight("http://evil.test").await.expect("send");
     assert!(
@@ -197,8 +177,8 @@ async fn cors_allows_the_configured_origin_only() {
 }
 
 #[tokio::test]
-async fn a_slow_client_does_not_stall_others() {
-    let server = Server::start();
+async fn a_slow_client_does_not_stall_others_and_times_out() {
+    let server = Server::with_config("[http]\nbody_read_timeout_ms = 1500\n");
     let addr = server.http.trim_start_matches("http://").to_string();
     // A client that promises a body and sends half of it, then stalls.
     let mut slow = TcpStream::connect(&addr).expect("connect");
@@ -217,7 +197,23 @@ async fn a_slow_client_does_not_stall_others() {
         started.elapsed() < Duration::from_secs(20),
         "others were served while one client stalled"
     );
-    drop(slow);
+
+    // The stalled upload itself is answered 408 once the body timeout passes.
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.contains("}}") {
+        match slow.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&chunk[..n])),
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("\"type\":\"invalid_request_error\""),
+        "OpenAI error body: {answer}"
+    );
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ impl ApiError {
     }
 }
 
-const INVALID: &str = "invalid_request_error";
+pub(crate) const INVALID: &str = "invalid_request_error";
 const SERVER: &str = "server_error";
 
 impl IntoResponse for ApiError {
@@ -126,11 +126,13 @@ impl From<Status> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = match rejection.status() {
+            _ if timed_out(&rejection) => StatusCode::REQUEST_TIMEOUT,
             StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         };
         let message = match status {
+            StatusCode::REQUEST_TIMEOUT => "the request body did not arrive in time".to_string(),
             StatusCode::PAYLOAD_TOO_LARGE => {
                 "the request body is larger than this server accepts".to_string()
             }
@@ -144,4 +146,16 @@ impl From<JsonRejection> for ApiError {
         };
         ApiError::new(status, INVALID, message)
     }
+}
+
+/// The body stopped arriving (tower-http's body timeout), somewhere in the rejection's causes.
+fn timed_out(rejection: &JsonRejection) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }

@@ -23,7 +23,10 @@ use axum::{
     routing::{get, post},
 };
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::RequestBodyTimeoutLayer,
+};
 
 pub use error::ApiError;
 pub use state::{AppState, MetricsRender};
@@ -32,6 +35,7 @@ pub use state::{AppState, MetricsRender};
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
     pub body_limit_bytes: usize,
+    pub body_read_timeout: Duration,
     pub cors_allowed_origins: Vec<String>,
 }
 
@@ -62,7 +66,9 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
             // A span per request, carrying the id; one INFO line per response.
             .layer(layers::trace::layer())
             // Browsers: only the configured origins.
-            .layer(layers::cors::layer(&settings.cors_allowed_origins)),
+            .layer(layers::cors::layer(&settings.cors_allowed_origins))
+            // A client stalling mid-upload cannot hold a connection (or the drain) forever.
+            .layer(RequestBodyTimeoutLayer::new(settings.body_read_timeout)),
     )
 }
 

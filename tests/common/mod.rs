@@ -58,11 +58,13 @@ pub fn spawn(
         .current_dir(repo_root())
         .args(args)
         .env("RUST_LOG", "info")
-        .env_remove("CITADEL_ENV")
-        .env_remove("CITADEL_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Only the test's own configuration: no CITADEL_* variable from the surrounding shell.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CITADEL_")) {
+        command.env_remove(key);
+    }
     for (k, v) in env {
         command.env(k, v);
     }
@@ -251,6 +253,16 @@ pub async fn embed_raw(server: &Server, body: &Value) -> (u16, reqwest::header::
     let headers = response.headers().clone();
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     (status, headers, body)
+}
+
+/// GETs `path`; returns the status and the JSON body (null if the body is not JSON).
+pub async fn get_json(server: &Server, path: &str) -> (u16, Value) {
+    let response = http().get(server.url(path)).send().await.expect("request");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json::<Value>().await.unwrap_or(Value::Null),
+    )
 }
 
 /// Float vectors from a successful /v1/embeddings body, by `index`.

@@ -49,6 +49,8 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted (413 past it).
     pub body_limit_bytes: usize,
+    /// Time allowed to receive a request body (408 past it).
+    pub body_read_timeout_ms: u64,
     /// Deadline given to each gRPC call made for a REST request (504 past it).
     pub request_timeout_ms: u64,
     /// Origins allowed by CORS.

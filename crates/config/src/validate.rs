@@ -6,6 +6,7 @@ use crate::{BackendKind, Config, ConfigError, ModelConfig};
 pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     positive("http.body_limit_bytes", cfg.http.body_limit_bytes as u64)?;
     positive("http.request_timeout_ms", cfg.http.request_timeout_ms)?;
+    positive("http.body_read_timeout_ms", cfg.http.body_read_timeout_ms)?;
     positive("grpc.max_message_bytes", cfg.grpc.max_message_bytes as u64)?;
     positive(
         "embeddings.max_inputs_per_request",

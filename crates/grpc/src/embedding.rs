@@ -54,19 +54,11 @@ impl EmbeddingService for EmbeddingApi {
                 let core = core.clone();
                 async move {
                     let message = message?;
-                    let request = message.request.unwrap_or_default();
-                    let result = match core.embed(convert::embed_params(request, deadline)).await {
-                        Ok(done) => {
-                            embed_stream_response::Result::Response(convert::embed_response(done))
-                        }
-                        Err(error) => {
-                            let status = to_status(error);
-                            let error = v1::StreamError {
-                                code: status.code().into(),
-                                message: status.message().into(),
-                            };
-                            embed_stream_response::Result::Error(error)
-                        }
+                    let result = match message.request {
+                        Some(request) => answer(&core, request, deadline).await,
+                        None => stream_error(Status::invalid_argument(
+                            "each EmbedStreamRequest must carry a request",
+                        )),
                     };
                     Ok(EmbedStreamResponse {
                         id: message.id,
@@ -96,4 +88,27 @@ impl EmbeddingService for EmbeddingApi {
             .map_err(to_status)?;
         Ok(Response::new(convert::model(view)))
     }
+}
+
+async fn answer(
+    core: &EmbeddingCore,
+    request: EmbedRequest,
+    deadline: Option<tokio::time::Instant>,
+) -> embed_stream_response::Result {
+    match core.embed(convert::embed_params(request, deadline)).await {
+        Ok(done) => embed_stream_response::Result::Response(convert::embed_response(done)),
+        Err(error) => stream_error(to_status(error)),
+    }
+}
+
+fn stream_error(status: Status) -> embed_stream_response::Result {
+    let param = status.metadata().get(citadel_proto::metadata::ERROR_PARAM);
+    embed_stream_response::Result::Error(v1::StreamError {
+        code: status.code().into(),
+        message: status.message().into(),
+        param: param
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    })
 }

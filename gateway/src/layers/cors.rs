@@ -1,9 +1,11 @@
-//! CORS for the AG UI web app: only the configured origins, and `x-request-id` readable.
+//! CORS for the AG UI web app: only the configured origins may call; any request header is
+//! allowed (the OpenAI JS SDK sends `x-stainless-*` and `openai-*` headers of its own), and
+//! `x-request-id` and `retry-after` are readable by the page.
 
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 pub fn layer(origins: &[String]) -> CorsLayer {
     let allow_origin = if origins.iter().any(|o| o == "*") {
@@ -15,11 +17,7 @@ pub fn layer(origins: &[String]) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            request_id.clone(),
-        ])
-        .expose_headers([request_id])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([request_id, header::RETRY_AFTER])
         .max_age(Duration::from_secs(600))
 }

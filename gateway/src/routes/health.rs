@@ -13,7 +13,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 use crate::{openai::ModelObject, state::AppState};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const EMBEDDING_SERVICE: &str = "citadel.v1.EmbeddingService";
+const EMBEDDING_SERVICE: &str = v1::embedding_service_server::SERVICE_NAME;
 
 /// The process is up and answering. Says nothing about the models: that is readiness.
 pub async fn live() -> Json<Value> {

@@ -6,12 +6,12 @@ pub mod models;
 
 use axum::http::{Method, StatusCode, Uri};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, INVALID};
 
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "invalid_request_error",
+        INVALID,
         format!("Unknown request URL: {method} {uri}"),
     )
     .with_code("unknown_url")
@@ -19,10 +19,5 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     let message = format!("{method} is not allowed on {uri}");
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request_error",
-        message,
-    )
-    .with_code("method_not_allowed")
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, INVALID, message).with_code("method_not_allowed")
 }

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{Path, State, rejection::PathRejection},
     http::HeaderMap,
 };
 use citadel_proto::v1;
@@ -32,8 +32,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ModelObject>, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::invalid("model", e.body_text()))?;
     let mut client = state.embeddings.clone();
     let model = state
         .call(client.get_model(state.request(v1::GetModelRequest { model: id }, &headers)))
