@@ -12,5 +12,7 @@ if [[ ! -f "$VENV/.pins" ]] || [[ "$(cat "$VENV/.pins")" != "${PINS[*]}" ]]; the
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: "${PINS[@]}"
   echo "${PINS[*]}" > "$VENV/.pins"
 fi
-cargo build --locked --bin citadel
+# The same build `cargo test --workspace` makes (it includes target/debug/citadel): a no-op
+# after scripts/test.sh, where `cargo build --bin citadel` would resolve features differently.
+cargo test --workspace --locked --no-run --quiet
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/sdk "$@"
