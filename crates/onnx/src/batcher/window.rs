@@ -1,0 +1,171 @@
+//! Forming a window: which queued inputs run next, and how they are cut into model runs.
+//!
+//! Inputs are taken round-robin from the waiting requests, a bounded share each, and a served
+//! request goes to the back, so a huge request shares the model with the small ones behind it.
+//! The window is sorted by length and cut into runs of at most `max_batch_tokens` padded tokens:
+//! sorting keeps padding low, the budget bounds each run's memory and latency.
+
+use std::mem;
+
+use super::{Item, Queue, Shared};
+
+/// Inputs taken from each waiting request per round when a window is formed.
+const ROUND_ROBIN_SHARE: usize = 64;
+
+pub(super) fn form_window(queue: &mut Queue, shared: &Shared) {
+    let settings = shared.settings;
+    let mut dropped = 0;
+    queue.jobs.retain(|job| {
+        let live = job.front().is_some_and(|item| !item.ticket.abandoned());
+        if !live {
+            dropped += job.len();
+        }
+        live
+    });
+    queue.waiting -= dropped;
+    shared.metrics.queue_depth(-(dropped as i64));
+
+    // Round-robin that carries over between windows: a served job goes to the back, so with
+    // more waiting requests than fit one window, the next window starts with the ones skipped.
+    let mut window = Vec::new();
+    while window.len() < settings.max_window_inputs {
+        let Some(mut job) = queue.jobs.pop_front() else {
+            break;
+        };
+        let room = settings.max_window_inputs - window.len();
+        window.extend(job.drain(..ROUND_ROBIN_SHARE.min(job.len()).min(room)));
+        if !job.is_empty() {
+            queue.jobs.push_back(job);
+        }
+    }
+    window.sort_by_key(|item| item.ids.len());
+    queue
+        .runs
+        .extend(split_runs(window, settings.max_batch_tokens));
+}
+
+/// Cuts length-sorted inputs into runs of at most `max_tokens` padded tokens.
+fn split_runs(sorted: Vec<Item>, max_tokens: usize) -> Vec<Vec<Item>> {
+    let mut runs = Vec::new();
+    let mut current: Vec<Item> = Vec::new();
+    for item in sorted {
+        // Sorted ascending, so the newest item sets the run's width.
+        let width = item.ids.len();
+        if !current.is_empty() && (current.len() + 1) * width > max_tokens {
+            runs.push(mem::take(&mut current));
+        }
+        current.push(item);
+    }
+    if !current.is_empty() {
+        runs.push(current);
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc, Condvar, Mutex, OnceLock,
+            atomic::{AtomicU64, AtomicUsize},
+        },
+        time::Instant,
+    };
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::{
+        batcher::{BatchSettings, Finished, RunError, Ticket},
+        metrics::BatchMetrics,
+    };
+
+    fn item(len: usize, ticket: &Arc<Ticket>) -> Item {
+        Item {
+            ids: vec![1; len],
+            index: 0,
+            ticket: ticket.clone(),
+        }
+    }
+
+    /// A ticket whose caller is still waiting (the receiver is returned to keep it so).
+    fn live_ticket() -> (Arc<Ticket>, oneshot::Receiver<Result<Finished, RunError>>) {
+        let (reply, rx) = oneshot::channel();
+        let ticket = Arc::new(Ticket {
+            vectors: Mutex::new(Vec::new()),
+            remaining: AtomicUsize::new(0),
+            enqueued: Instant::now(),
+            first_run: OnceLock::new(),
+            longest_run_us: AtomicU64::new(0),
+            reply: Mutex::new(Some(reply)),
+        });
+        (ticket, rx)
+    }
+
+    fn ticket() -> Arc<Ticket> {
+        let (reply, _rx) = oneshot::channel();
+        Arc::new(Ticket {
+            vectors: Mutex::new(Vec::new()),
+            remaining: AtomicUsize::new(0),
+            enqueued: Instant::now(),
+            first_run: OnceLock::new(),
+            longest_run_us: AtomicU64::new(0),
+            reply: Mutex::new(Some(reply)),
+        })
+    }
+
+    #[test]
+    fn round_robin_reaches_every_waiting_request_across_windows() {
+        let shared = Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            settings: BatchSettings {
+                max_batch_tokens: 1024,
+                max_window_inputs: 1024,
+            },
+            metrics: BatchMetrics::new("test"),
+        };
+        let (tickets, _waiting): (Vec<_>, Vec<_>) = (0..20).map(|_| live_ticket()).unzip();
+        let mut queue = Queue::default();
+        for t in &tickets {
+            queue.jobs.push_back((0..900).map(|_| item(8, t)).collect());
+            queue.waiting += 900;
+        }
+        let mut served = vec![false; tickets.len()];
+        for _ in 0..2 {
+            form_window(&mut queue, &shared);
+            for item in queue.runs.drain(..).flatten() {
+                let i = tickets
+                    .iter()
+                    .position(|t| Arc::ptr_eq(t, &item.ticket))
+                    .unwrap();
+                served[i] = true;
+            }
+        }
+        assert!(
+            served.iter().all(|s| *s),
+            "some request waited more than two windows: {served:?}"
+        );
+    }
+
+    #[test]
+    fn runs_respect_the_padded_token_budget() {
+        let t = ticket();
+        let sorted: Vec<Item> = [3, 5, 5, 8, 10, 40, 100]
+            .iter()
+            .map(|&l| item(l, &t))
+            .collect();
+        let runs = split_runs(sorted, 64);
+        for run in &runs {
+            let width = run.iter().map(|i| i.ids.len()).max().unwrap_or(0);
+            assert!(
+                run.len() == 1 || run.len() * width <= 64,
+                "run of {} x {width}",
+                run.len()
+            );
+        }
+        assert_eq!(runs.iter().map(Vec::len).sum::<usize>(), 7);
+        // An input wider than the budget still runs, alone.
+        assert_eq!(runs.last().map(Vec::len), Some(1));
+    }
+}
