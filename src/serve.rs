@@ -11,8 +11,9 @@ use citadel_gateway::{AppState, GatewaySettings};
 use citadel_grpc::{GrpcSettings, HealthControl};
 use citadel_onnx::{OnnxModel, OnnxModelSettings};
 use citadel_telemetry::MetricsHandle;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::transport::server::TcpIncoming;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 pub fn run(config: Config) -> ExitCode {
     let json = config.log.format == citadel_config::LogFormat::Json;
@@ -41,42 +42,122 @@ pub fn run(config: Config) -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Installed before anything listens, so an early SIGTERM drains instead of killing.
+    let shutdown = shutdown_signal()?;
     let metrics = MetricsHandle::install()?;
     let core = Arc::new(build_core(&config)?);
 
     // Both listeners first, so port 0 works and a taken port fails before anything runs.
     let grpc_listener = bind("grpc.addr", config.grpc.addr).await?;
     let http_listener = bind("http.addr", config.http.addr).await?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
+    let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new().await;
-    let readiness = tokio::spawn(health.clone().follow_readiness(core.clone()));
-    let grpc_settings = GrpcSettings {
-        max_message_bytes: config.grpc.max_message_bytes,
-    };
-    let grpc_router = citadel_grpc::router(core.clone(), health_service, grpc_settings)?;
-    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
-    // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
-    // ACKs and adds ~40 ms to a single-input request.
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let mut grpc_task =
-        tokio::spawn(grpc_router.serve_with_incoming_shutdown(incoming, async {
-            grpc_stopped.await.unwrap_or_default()
-        }));
+    let mut grpc = start_grpc(&config, core.clone(), health_service, grpc_listener)?;
 
     // The REST edge, calling the mesh over a real gRPC channel.
     let upstream = match config.grpc.upstream.as_str() {
         "" => loopback_url(grpc_addr),
         url => url.to_string(),
     };
-    let channel = citadel_gateway::upstream_channel(&upstream).context("grpc.upstream")?;
-    let render = Arc::new(move || metrics.render());
+    let mut http = start_http(&config, &upstream, metrics, http_listener)?;
+    tracing::info!(http_addr = %http_addr, grpc_addr = %grpc_addr, %upstream, "citadel listening");
+    let readiness = tokio::spawn(announce_ready(
+        health.clone(),
+        core.clone(),
+        http_addr,
+        grpc_addr,
+    ));
+
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested: draining in-flight requests"),
+        result = &mut http.task => bail!("the REST edge stopped: {result:?}"),
+        result = &mut grpc.task => bail!("the gRPC server stopped: {result:?}"),
+    }
+
+    // Drain: refuse new work first, let the REST edge finish (it needs the mesh), then the mesh.
+    let deadline = Instant::now() + Duration::from_millis(config.shutdown.drain_timeout_ms);
+    // A model still loading must not turn health back to SERVING once draining has begun.
+    readiness.abort();
+    health.shutting_down().await;
+    http.drain(deadline).await;
+    health.close().await;
+    grpc.drain(deadline).await;
+    core.close();
+    tracing::info!("citadel stopped");
+    Ok(())
+}
+
+/// A server task and the switch that starts its graceful shutdown.
+struct Running {
+    name: &'static str,
+    task: JoinHandle<anyhow::Result<()>>,
+    stop: oneshot::Sender<()>,
+}
+
+impl Running {
+    fn spawn<F>(name: &'static str, serve: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        Running {
+            name,
+            task: tokio::spawn(serve(stopped)),
+            stop,
+        }
+    }
+
+    /// Stops accepting, waits for in-flight requests until `deadline`, then gives up on them.
+    async fn drain(mut self, deadline: Instant) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout_at(deadline, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                server = self.name,
+                "requests still running after the drain timeout"
+            );
+            self.task.abort();
+        }
+    }
+}
+
+fn start_grpc(
+    config: &Config,
+    core: Arc<EmbeddingCore>,
+    health: HealthServer<impl Health>,
+    listener: TcpListener,
+) -> anyhow::Result<Running> {
+    let settings = GrpcSettings {
+        max_message_bytes: config.grpc.max_message_bytes,
+    };
+    let router = citadel_grpc::router(core, health, settings)?;
+    // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
+    // ACKs and adds ~40 ms to a single-input request.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(Running::spawn("grpc", |stopped| async move {
+        let stopped = async { stopped.await.unwrap_or_default() };
+        Ok(router
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await?)
+    }))
+}
+
+fn start_http(
+    config: &Config,
+    upstream: &str,
+    metrics: MetricsHandle,
+    listener: TcpListener,
+) -> anyhow::Result<Running> {
+    let channel = citadel_gateway::upstream_channel(upstream).context("grpc.upstream")?;
     let timeout = Duration::from_millis(config.http.request_timeout_ms);
+    let render = Arc::new(move || metrics.render());
     let state = AppState::new(
         channel,
-        &upstream,
+        upstream,
         config.grpc.max_message_bytes,
         timeout,
         render,
@@ -87,57 +168,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         cors_allowed_origins: config.http.cors_allowed_origins.clone(),
     };
     let app = citadel_gateway::router(state, &settings);
-    let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let mut http_task: JoinHandle<std::io::Result<()>> = tokio::spawn(
-        axum::serve(http_listener.tap_io(|tcp| drop(tcp.set_nodelay(true))), app)
-            .with_graceful_shutdown(async { http_stopped.await.unwrap_or_default() })
-            .into_future(),
-    );
+    let listener = listener.tap_io(|tcp| drop(tcp.set_nodelay(true)));
+    Ok(Running::spawn("http", |stopped| async move {
+        let stopped = async { stopped.await.unwrap_or_default() };
+        Ok(axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await?)
+    }))
+}
 
-    let (http, grpc) = (http_addr.to_string(), grpc_addr.to_string());
-    tracing::info!(http_addr = %http, grpc_addr = %grpc, upstream = %upstream, "citadel listening");
-    let ready_core = core.clone();
-    tokio::spawn(async move {
-        if ready_core.wait_ready().await.is_ok() {
-            tracing::info!(http_addr = %http, grpc_addr = %grpc, "citadel ready");
-        }
-    });
-
-    tokio::select! {
-        () = shutdown_signal() => tracing::info!("shutdown requested: draining in-flight requests"),
-        result = &mut http_task => bail!("the REST edge stopped: {result:?}"),
-        result = &mut grpc_task => bail!("the gRPC server stopped: {result:?}"),
+/// Turns health SERVING once every model has loaded, then logs "citadel ready" (tests and the
+/// benchmark wait for that line, so it must not come before health says SERVING).
+async fn announce_ready(
+    health: HealthControl,
+    core: Arc<EmbeddingCore>,
+    http: SocketAddr,
+    grpc: SocketAddr,
+) {
+    if health.follow_readiness(core).await {
+        tracing::info!(http_addr = %http, grpc_addr = %grpc, "citadel ready");
     }
-
-    // Drain: refuse new work first, let the REST edge finish (it needs the mesh), then the mesh.
-    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
-    let deadline = tokio::time::Instant::now() + drain;
-    // A model still loading must not turn health back to SERVING once draining has begun.
-    readiness.abort();
-    health.shutting_down().await;
-    let _ = stop_http.send(());
-    if tokio::time::timeout_at(deadline, &mut http_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ms = drain.as_millis() as u64,
-            "REST requests still running after the drain timeout"
-        );
-        http_task.abort();
-    }
-    health.close().await;
-    let _ = stop_grpc.send(());
-    if tokio::time::timeout_at(deadline, &mut grpc_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("gRPC calls still running after the drain timeout");
-        grpc_task.abort();
-    }
-    core.close();
-    tracing::info!("citadel stopped");
-    Ok(())
 }
 
 fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
@@ -194,22 +244,15 @@ fn loopback_url(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// SIGTERM or SIGINT. The handlers are registered now, not when the future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }

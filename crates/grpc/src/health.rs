@@ -29,13 +29,18 @@ impl HealthControl {
         (control, service)
     }
 
-    /// Marks the services SERVING once every model is ready; leaves them NOT_SERVING if one
-    /// failed to load (the failure is logged and shown on /health/detailed).
-    pub async fn follow_readiness(self, core: Arc<EmbeddingCore>) {
+    /// Marks the services SERVING once every model is ready and returns true; returns false,
+    /// leaving them NOT_SERVING, if one failed to load (the failure is logged and shown on
+    /// /health/detailed).
+    pub async fn follow_readiness(self, core: Arc<EmbeddingCore>) -> bool {
         match core.wait_ready().await {
-            Ok(()) => self.set_all(ServingStatus::Serving).await,
+            Ok(()) => {
+                self.set_all(ServingStatus::Serving).await;
+                true
+            }
             Err((model, reason)) => {
                 tracing::error!(%model, %reason, "a model failed to load; health stays NOT_SERVING");
+                false
             }
         }
     }
