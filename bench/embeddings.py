@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import datetime as _dt
 import http.client
 import json
@@ -663,6 +664,8 @@ def main(argv=None) -> int:
     ap.add_argument("--passes", type=int, default=2, help="timed passes over the corpus (default 2)")
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     ap.add_argument("--model-name", default="all-minilm", help='"model" sent in requests')
+    ap.add_argument("--int8-model", default="all-minilm:int8",
+                    help='also measure this quantized model (float, one pass); "" to skip')
     ap.add_argument("--api-key", default=os.environ.get("CITADEL_API_KEY"), help="Bearer token, if needed")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the baseline (default 2)")
     ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
@@ -716,6 +719,15 @@ def main(argv=None) -> int:
     srv_b64, b64_vecs = throughput(target, args, corpus, batches, "base64", 1, dim, failures, "base64")
     print(f"  {fmt(srv_b64['emb_per_s'])} emb/s", flush=True)
 
+    # 2b. the INT8 variant, same corpus and load, one pass.
+    srv_int8, int8_vecs = None, None
+    if args.int8_model:
+        print(f"server {args.int8_model}, float: warm-up + 1 timed pass ...", flush=True)
+        int8_args = copy.copy(args)
+        int8_args.model_name = args.int8_model
+        srv_int8, int8_vecs = throughput(target, int8_args, corpus, batches, "float", 1, dim, failures, "int8")
+        print(f"  {fmt(srv_int8['emb_per_s'])} emb/s", flush=True)
+
     # 3. light-load latency.
     print(f"light-load latency: {n_lat_warm} warm-up + {n_lat} sequential single-input requests ...", flush=True)
     lat_order = order[::-1]
@@ -725,6 +737,7 @@ def main(argv=None) -> int:
     cos_float = cosine_report(ref, float_vecs, corpus)
     cos_b64 = cosine_report(ref, b64_vecs, corpus)
     cos_single = cosine_report(ref, light_vecs, corpus)
+    cos_int8 = cosine_report(ref, int8_vecs, corpus) if int8_vecs is not None else None
     tokens_server = srv_float["usage_prompt_tokens_per_pass"][0] if srv_float["ok_requests"] else None
 
     base = baseline["emb_per_s"]
@@ -755,15 +768,18 @@ def main(argv=None) -> int:
         "sentence_transformers": baseline,
         "server_float": srv_float,
         "server_base64": srv_b64,
+        "server_int8": srv_int8,
         "light_load_latency_ms": light,
         "ratios_vs_sentence_transformers": {
             "server_float": ratio(srv_float["emb_per_s"]),
             "server_base64": ratio(srv_b64["emb_per_s"]),
+            "server_int8": ratio(srv_int8["emb_per_s"]) if srv_int8 else None,
         },
         "correctness": {
             "cosine_float_vs_sentence_transformers": cos_float,
             "cosine_base64_vs_sentence_transformers": cos_b64,
             "cosine_single_input_vs_sentence_transformers": cos_single,
+            "cosine_int8_vs_sentence_transformers": cos_int8,
             "min_cosine": min(
                 (c["min"] for c in (cos_float, cos_b64, cos_single) if c.get("min") is not None), default=None
             ),
@@ -788,6 +804,10 @@ def main(argv=None) -> int:
         (f"server, base64 (HTTP, {BATCH}/request, concurrency {args.concurrency})", srv_b64["emb_per_s"],
          ratio(srv_b64["emb_per_s"]), srv_b64["requests"] - srv_b64["ok_requests"]),
     ]
+    if srv_int8:
+        rows.append((f"server, {args.int8_model} (HTTP, {BATCH}/request, concurrency {args.concurrency})",
+                     srv_int8["emb_per_s"], ratio(srv_int8["emb_per_s"]),
+                     srv_int8["requests"] - srv_int8["ok_requests"]))
     print()
     print(f"Embeddings: {len(corpus)} sentences ({report['config']['word_pieces_mean_with_special']:.1f} word pieces "
           f"on average), {passes} timed pass(es) (base64: 1); {info['nproc']} CPUs: {info['cpu_model']}; "
@@ -807,6 +827,9 @@ def main(argv=None) -> int:
     print(f"- Min cosine vs sentence-transformers: {fmt(mc, '.6f')} "
           f"(float {fmt(cos_float.get('min'), '.6f')}, base64 {fmt(cos_b64.get('min'), '.6f')}, "
           f"single-input {fmt(cos_single.get('min'), '.6f')})")
+    if cos_int8:
+        print(f"- {args.int8_model} cosine vs sentence-transformers: min {fmt(cos_int8.get('min'), '.6f')}, "
+              f"mean {fmt(cos_int8.get('mean'), '.6f')} (a different model, not in the min above)")
     conns = srv_float["connections_opened"] + srv_b64["connections_opened"] + light["connections_opened"]
     print(f"- HTTP connections opened: {conns} (keep-alive re-sends: "
           f"{srv_float['keepalive_retries'] + srv_b64['keepalive_retries'] + light['keepalive_retries']})")

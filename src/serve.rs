@@ -222,6 +222,7 @@ fn onnx_settings(name: &str, model: &ModelConfig) -> OnnxModelSettings {
             owned_by: "citadel".to_string(),
         },
         dir: model.dir.clone().unwrap_or_default(),
+        graph: model.graph.clone(),
         sessions: model.sessions,
         intra_threads: model.intra_threads,
         max_batch_tokens: model.max_batch_tokens,

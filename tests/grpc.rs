@@ -233,10 +233,13 @@ async fn models_are_listed_with_their_state() {
         .expect("list")
         .into_inner()
         .models;
-    assert_eq!(models.len(), 1);
-    assert_eq!(models[0].id, MODEL);
-    assert_eq!(models[0].state(), ModelState::Ready);
-    assert_eq!(models[0].backend, "onnx");
+    let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, [MODEL, "all-minilm:int8"]);
+    for model in &models {
+        assert_eq!(model.state(), ModelState::Ready);
+        assert_eq!(model.backend, "onnx");
+        assert_eq!(model.dimensions, 384);
+    }
     let by_alias = client
         .get_model(GetModelRequest {
             model: "all-MiniLM-L6-v2".into(),

@@ -326,3 +326,32 @@ async fn an_unreachable_mesh_answers_503_naming_it() {
         .expect("send");
     assert_eq!(detailed.status().as_u16(), 503);
 }
+
+#[tokio::test]
+async fn the_int8_variant_is_served_under_its_own_name_close_to_the_reference() {
+    let server = Server::start();
+    let (texts, reference) = reference();
+    let (status, _, body) = embed_raw(
+        &server,
+        &json!({"model": "all-minilm:int8", "input": texts}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "all-minilm:int8");
+    let int8 = float_vectors(&body);
+    let cosines: Vec<f32> = int8
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| cosine(a, b))
+        .collect();
+    let min = cosines.iter().copied().fold(f32::INFINITY, f32::min);
+    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+    assert!(
+        min >= 0.95 && mean >= 0.98,
+        "int8 vs sentence-transformers: min {min}, mean {mean}"
+    );
+    assert!(
+        min < 0.9999,
+        "a quantized graph, not the FP32 one under another name"
+    );
+}

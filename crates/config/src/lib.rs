@@ -154,8 +154,10 @@ pub struct ModelConfig {
     pub dimensions: u32,
     /// Longest input in tokens, special tokens included.
     pub max_input_tokens: u32,
-    /// `onnx`: directory with `model.onnx` and `tokenizer.json`.
+    /// `onnx`: directory with the graph and `tokenizer.json`.
     pub dir: Option<PathBuf>,
+    /// `onnx`: the graph's file name inside `dir`.
+    pub graph: String,
     /// `onnx`: sessions (one thread each) running batches in parallel.
     pub sessions: usize,
     /// `onnx`: threads inside one session.
@@ -178,6 +180,7 @@ impl Default for ModelConfig {
             dimensions: 0,
             max_input_tokens: 0,
             dir: None,
+            graph: "model.onnx".to_string(),
             sessions: 2,
             intra_threads: 1,
             max_batch_tokens: 256,

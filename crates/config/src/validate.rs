@@ -72,6 +72,9 @@ fn model_ok(name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
             if m.dir.is_none() {
                 return invalid(&key("dir"), "required for backend \"onnx\"");
             }
+            if m.graph.is_empty() {
+                return invalid(&key("graph"), "must name the graph file inside dir");
+            }
             positive(&key("sessions"), m.sessions as u64)?;
             positive(&key("intra_threads"), m.intra_threads as u64)?;
             let longest = u64::from(m.max_input_tokens);

@@ -21,7 +21,7 @@ pub use model::{OnnxModel, OnnxModelSettings};
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     #[error("model files not found in {dir} (missing {file}): run `make models`")]
-    ModelFilesMissing { dir: String, file: &'static str },
+    ModelFilesMissing { dir: String, file: String },
     #[error("ONNX Runtime library not found at {0}: run `make models`, or set onnx.library_path")]
     RuntimeMissing(String),
     #[error("could not load ONNX Runtime from {path}: {message}")]

@@ -25,8 +25,10 @@ const INLINE_TOKENIZE_BYTES: usize = 8 * 1024;
 #[derive(Debug, Clone)]
 pub struct OnnxModelSettings {
     pub info: ModelInfo,
-    /// Holds `model.onnx` and `tokenizer.json`.
+    /// Holds the graph and `tokenizer.json`.
     pub dir: PathBuf,
+    /// The graph's file name inside `dir` (`model.onnx`, `model.int8.onnx`).
+    pub graph: String,
     pub sessions: usize,
     pub intra_threads: usize,
     pub max_batch_tokens: usize,
@@ -51,11 +53,11 @@ impl OnnxModel {
         settings: OnnxModelSettings,
         runtime_library: &Path,
     ) -> Result<Arc<Self>, OnnxError> {
-        for file in ["model.onnx", "tokenizer.json"] {
+        for file in [settings.graph.as_str(), "tokenizer.json"] {
             if !settings.dir.join(file).is_file() {
                 return Err(OnnxError::ModelFilesMissing {
                     dir: settings.dir.display().to_string(),
-                    file,
+                    file: file.to_string(),
                 });
             }
         }
@@ -121,7 +123,7 @@ fn check_position_limit(settings: &OnnxModelSettings) -> Result<(), OnnxError> {
 fn load(settings: &OnnxModelSettings) -> Result<Loaded, OnnxError> {
     let max_tokens = settings.info.max_input_tokens as usize;
     let tokenizer = TextTokenizer::load(&settings.dir.join("tokenizer.json"), max_tokens)?;
-    let graph = settings.dir.join("model.onnx");
+    let graph = settings.dir.join(&settings.graph);
     let dims = settings.info.dimensions as usize;
     let sessions = (0..settings.sessions)
         .map(|_| ModelSession::load(&graph, settings.intra_threads, dims))
