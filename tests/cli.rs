@@ -24,6 +24,19 @@ fn citadel(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// `serve` with `file` on free loopback ports.
+fn serve_args(file: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--config",
+        file,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]
+}
+
 fn temp_config(name: &str, toml: &str) -> String {
     let path = std::env::temp_dir().join(format!("citadel-cli-{}-{name}.toml", std::process::id()));
     std::fs::write(&path, toml).expect("write");
@@ -137,15 +150,7 @@ fn a_missing_model_is_one_clear_line_with_the_fix() {
         "nomodel",
         "[models.all-minilm]\ndir = \"/nonexistent/all-minilm\"\n",
     );
-    let args = [
-        "serve",
-        "--config",
-        &file,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--grpc-addr",
-        "127.0.0.1:0",
-    ];
+    let args = serve_args(&file);
     let started = std::time::Instant::now();
     let (ok, _, stderr) = citadel(&args, &[]);
     assert!(!ok);
@@ -182,15 +187,7 @@ fn more_input_tokens_than_the_model_has_positions_is_refused() {
         "positions",
         "[models.all-minilm]\nmax_input_tokens = 1024\nmax_batch_tokens = 1024\n",
     );
-    let args = [
-        "serve",
-        "--config",
-        &file,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--grpc-addr",
-        "127.0.0.1:0",
-    ];
+    let args = serve_args(&file);
     let (ok, _, stderr) = citadel(&args, &[]);
     assert!(!ok);
     assert!(

@@ -64,6 +64,17 @@ pub(super) struct Ticket {
 }
 
 impl Ticket {
+    fn new(inputs: usize, reply: Reply) -> Ticket {
+        Ticket {
+            vectors: Mutex::new(vec![Vec::new(); inputs]),
+            remaining: AtomicUsize::new(inputs),
+            enqueued: Instant::now(),
+            first_run: OnceLock::new(),
+            longest_run_us: AtomicU64::new(0),
+            reply: Mutex::new(Some(reply)),
+        }
+    }
+
     /// The caller stopped waiting (deadline, disconnect) or the request already failed.
     fn abandoned(&self) -> bool {
         lock(&self.reply)
@@ -171,14 +182,7 @@ impl Batcher {
     ) -> oneshot::Receiver<Result<Finished, RunError>> {
         let (reply, rx) = oneshot::channel();
         let n = inputs.len();
-        let ticket = Arc::new(Ticket {
-            vectors: Mutex::new(vec![Vec::new(); n]),
-            remaining: AtomicUsize::new(n),
-            enqueued: Instant::now(),
-            first_run: OnceLock::new(),
-            longest_run_us: AtomicU64::new(0),
-            reply: Mutex::new(Some(reply)),
-        });
+        let ticket = Arc::new(Ticket::new(n, reply));
         let items = inputs
             .into_iter()
             .enumerate()

@@ -64,13 +64,7 @@ fn split_runs(sorted: Vec<Item>, max_tokens: usize) -> Vec<Vec<Item>> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        sync::{
-            Arc, Condvar, Mutex, OnceLock,
-            atomic::{AtomicU64, AtomicUsize},
-        },
-        time::Instant,
-    };
+    use std::sync::{Arc, Condvar, Mutex};
 
     use tokio::sync::oneshot;
 
@@ -91,27 +85,11 @@ mod tests {
     /// A ticket whose caller is still waiting (the receiver is returned to keep it so).
     fn live_ticket() -> (Arc<Ticket>, oneshot::Receiver<Result<Finished, RunError>>) {
         let (reply, rx) = oneshot::channel();
-        let ticket = Arc::new(Ticket {
-            vectors: Mutex::new(Vec::new()),
-            remaining: AtomicUsize::new(0),
-            enqueued: Instant::now(),
-            first_run: OnceLock::new(),
-            longest_run_us: AtomicU64::new(0),
-            reply: Mutex::new(Some(reply)),
-        });
-        (ticket, rx)
+        (Arc::new(Ticket::new(0, reply)), rx)
     }
 
     fn ticket() -> Arc<Ticket> {
-        let (reply, _rx) = oneshot::channel();
-        Arc::new(Ticket {
-            vectors: Mutex::new(Vec::new()),
-            remaining: AtomicUsize::new(0),
-            enqueued: Instant::now(),
-            first_run: OnceLock::new(),
-            longest_run_us: AtomicU64::new(0),
-            reply: Mutex::new(Some(reply)),
-        })
+        live_ticket().0
     }
 
     #[test]
