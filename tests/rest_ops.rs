@@ -39,8 +39,10 @@ async fn models_are_listed_and_found_by_id_or_alias() {
 async fn health_and_metrics_report_what_happened() {
     let server = Server::start();
     let client = http();
-    let (_, live) = get_json(&server, "/health/").await;
-    assert_eq!(live["status"], "ok");
+    for path in ["/health/", "/health"] {
+        let (status, live) = get_json(&server, path).await;
+        assert_eq!((status, &live["status"]), (200, &json!("ok")), "{path}");
+    }
 
     let (status, detailed) = get_json(&server, "/health/detailed").await;
     assert_eq!(status, 200);

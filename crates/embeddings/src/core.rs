@@ -174,7 +174,8 @@ impl EmbeddingCore {
 
         let mut vectors = output.vectors;
         for v in &mut vectors {
-            postprocess::truncate_dimensions(v, dims);
+            // Keep the first `dims` components, as OpenAI's `dimensions` and Ollama do.
+            v.truncate(dims);
             if params.normalize {
                 postprocess::l2_normalize(v);
             }

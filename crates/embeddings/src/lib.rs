@@ -19,4 +19,3 @@ mod postprocess;
 pub use backend::{Backend, BackendOutput, ModelInfo, ModelState, StageTiming};
 pub use core::{EmbedParams, Embedded, EmbeddingCore, Limits, ModelView};
 pub use error::EmbedError;
-pub use postprocess::{l2_normalize, truncate_dimensions};

@@ -1,16 +1,11 @@
-//! What happens to a vector after the model: Matryoshka-style truncation, then normalisation.
+//! What happens to a vector after the model: normalisation (after any `dimensions` cut).
 
 /// Scales `v` to unit L2 length (a zero vector stays zero).
-pub fn l2_normalize(v: &mut [f32]) {
+pub(crate) fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x /= norm);
     }
-}
-
-/// Keeps the first `dims` components (as OpenAI's `dimensions` and Ollama do).
-pub fn truncate_dimensions(v: &mut Vec<f32>, dims: usize) {
-    v.truncate(dims);
 }
 
 #[cfg(test)]
