@@ -6,7 +6,7 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use citadel_config::{BackendKind, Config, ModelConfig};
-use citadel_embeddings::{EmbeddingCore, Limits, ModelInfo};
+use citadel_embeddings::{EmbeddingCore, Limits, ModelInfo, ModelOptions};
 use citadel_gateway::{AppState, GatewaySettings};
 use citadel_grpc::{GrpcSettings, HealthControl};
 use citadel_onnx::{OnnxModel, OnnxModelSettings};
@@ -53,7 +53,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
     // The mesh: health says NOT_SERVING until every model has loaded.
-    let (health, health_service) = HealthControl::new().await;
+    let (health, health_service) = HealthControl::new(&core).await;
     let mut grpc = start_grpc(&config, core.clone(), health_service, grpc_listener)?;
 
     // The REST edge, calling the mesh over a real gRPC channel.
@@ -194,12 +194,12 @@ fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
     let mut core = EmbeddingCore::new(Limits {
         max_inputs_per_request: config.embeddings.max_inputs_per_request,
     });
-    for (name, model) in &config.models {
+    for (name, model) in config.models.iter().filter(|(_, m)| m.enabled) {
         match model.backend {
             BackendKind::Onnx => {
                 let backend =
                     OnnxModel::start(onnx_settings(name, model), &config.onnx.library_path)?;
-                core.register(backend, model.max_queued_inputs);
+                core.register(backend, model_options(model));
             }
             BackendKind::Ollama | BackendKind::Openai => bail!(
                 "model `{name}` uses backend \"{}\", which this build cannot serve yet \
@@ -209,6 +209,19 @@ fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
         }
     }
     Ok(core)
+}
+
+fn model_options(model: &ModelConfig) -> ModelOptions {
+    ModelOptions {
+        max_queued_inputs: model.max_queued_inputs,
+        prompts: model
+            .prompts
+            .iter()
+            .map(|(name, prefix)| (name.clone(), prefix.clone()))
+            .collect(),
+        default_prompt: model.default_prompt.clone(),
+        fallback: model.fallback.clone(),
+    }
 }
 
 fn onnx_settings(name: &str, model: &ModelConfig) -> OnnxModelSettings {

@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use citadel_proto::metadata::{ERROR_PARAM, RETRY_AFTER};
+use citadel_proto::metadata::{ERROR_PARAM, RETRY_AFTER, UPSTREAM};
 use serde_json::json;
 use tonic::{Code, Status};
 
@@ -95,6 +95,10 @@ impl From<Status> for ApiError {
             Code::PermissionDenied => (StatusCode::FORBIDDEN, INVALID, None),
             Code::AlreadyExists | Code::Aborted => (StatusCode::CONFLICT, INVALID, None),
             Code::Unimplemented => (StatusCode::NOT_IMPLEMENTED, INVALID, None),
+            // An upstream server's unusable answer is the gateway's 502, not our 500.
+            Code::Internal if status.metadata().contains_key(UPSTREAM) => {
+                (StatusCode::BAD_GATEWAY, SERVER, Some("upstream_error"))
+            }
             Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
                 (StatusCode::INTERNAL_SERVER_ERROR, SERVER, None)
             }

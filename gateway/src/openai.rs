@@ -19,6 +19,9 @@ pub struct EmbeddingsRequest {
     pub truncate: Option<bool>,
     /// Extension: L2-normalise (default true).
     pub normalize: Option<bool>,
+    /// Extension: a prompt configured for the model (`query`, `document`), as in
+    /// sentence-transformers and TEI.
+    pub prompt_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,7 @@ impl EmbeddingsRequest {
             dimensions,
             normalize: self.normalize,
             truncate: self.truncate,
+            prompt_name: self.prompt_name,
         };
         Ok((request, format))
     }
@@ -158,6 +162,9 @@ pub struct ModelObject {
     pub backend: String,
     pub state: &'static str,
     pub aliases: Vec<String>,
+    /// Prompt names accepted in `prompt_name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<String>,
 }
 
 impl From<v1::Model> for ModelObject {
@@ -167,6 +174,7 @@ impl From<v1::Model> for ModelObject {
             v1::ModelState::Loading => "loading",
             v1::ModelState::Ready => "ready",
             v1::ModelState::Failed => "failed",
+            v1::ModelState::Unavailable => "unavailable",
         };
         ModelObject {
             id: model.id,
@@ -178,6 +186,7 @@ impl From<v1::Model> for ModelObject {
             backend: model.backend,
             state,
             aliases: model.aliases,
+            prompts: model.prompt_names,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub onnx: OnnxConfig,
     /// Embedding models by canonical name.
     pub models: BTreeMap<String, ModelConfig>,
+    /// How remote models reach their servers: timeouts, retries, breakers, probes.
+    pub upstream: UpstreamConfig,
     #[serde(default)]
     pub llm: LlmConfig,
     #[serde(default)]
@@ -147,6 +149,8 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// A profile can switch off a model the embedded defaults define (`enabled = false`).
+    pub enabled: bool,
     pub backend: BackendKind,
     /// Other names that resolve to this model.
     pub aliases: Vec<String>,
@@ -170,6 +174,16 @@ pub struct ModelConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// `ollama` / `openai`: the model's name upstream (defaults to this model's name).
     pub upstream_model: Option<String>,
+    /// `ollama` / `openai`: most inputs in one upstream call; bigger requests are split.
+    pub batch_size: usize,
+    /// `ollama` / `openai`: chunks of one request in flight at once.
+    pub chunk_concurrency: usize,
+    /// Named prefixes put before every input, e.g. `query = "search_query: "`.
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt used when a request names none.
+    pub default_prompt: Option<String>,
+    /// Model served instead when none of this model's servers can answer (same dimensions).
+    pub fallback: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -187,8 +201,51 @@ impl Default for ModelConfig {
             max_queued_inputs: 16384,
             endpoints: Vec::new(),
             upstream_model: None,
+            batch_size: 32,
+            chunk_concurrency: 4,
+            prompts: BTreeMap::new(),
+            default_prompt: None,
+            fallback: None,
+            enabled: true,
         }
     }
+}
+
+/// Shared by every remote model's endpoints.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Time to open a TCP connection to an upstream server.
+    pub connect_timeout_ms: u64,
+    /// Time one attempt may take (the caller's deadline cuts it shorter).
+    pub attempt_timeout_ms: u64,
+    /// Idle keep-alive connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+    pub retry: RetryConfig,
+    pub breaker: BreakerConfig,
+    /// Interval of the background probe (a one-input embed) of each endpoint; 0 turns it off.
+    pub probe_interval_ms: u64,
+}
+
+/// Retries of one upstream call: exponential backoff with full jitter, honouring `Retry-After`,
+/// never past the caller's deadline.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+/// The circuit breaker kept for each endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses requests before letting one trial through.
+    pub open_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

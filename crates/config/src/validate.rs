@@ -20,12 +20,14 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             http_url("http.cors_allowed_origins", origin)?;
         }
     }
-    if cfg.models.is_empty() {
-        return invalid("models", "at least one model must be configured");
+    upstream_ok(cfg)?;
+    if !cfg.models.values().any(|m| m.enabled) {
+        return invalid("models", "at least one model must be configured and enabled");
     }
     let mut names = std::collections::HashMap::new();
-    for (name, model) in &cfg.models {
+    for (name, model) in cfg.models.iter().filter(|(_, m)| m.enabled) {
         model_ok(name, model)?;
+        routing_ok(cfg, name, model)?;
         for n in std::iter::once(name).chain(&model.aliases) {
             if let Some(other) = names.insert(n.as_str(), name.as_str()) {
                 let key = format!("models.{name}.aliases");
@@ -100,6 +102,57 @@ fn model_ok(name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+fn upstream_ok(cfg: &Config) -> Result<(), ConfigError> {
+    let u = &cfg.upstream;
+    positive("upstream.connect_timeout_ms", u.connect_timeout_ms)?;
+    positive("upstream.attempt_timeout_ms", u.attempt_timeout_ms)?;
+    positive("upstream.retry.max_attempts", u64::from(u.retry.max_attempts))?;
+    positive("upstream.retry.initial_backoff_ms", u.retry.initial_backoff_ms)?;
+    if u.retry.max_backoff_ms < u.retry.initial_backoff_ms {
+        return invalid(
+            "upstream.retry.max_backoff_ms",
+            "must be at least upstream.retry.initial_backoff_ms",
+        );
+    }
+    positive(
+        "upstream.breaker.failure_threshold",
+        u64::from(u.breaker.failure_threshold),
+    )?;
+    positive("upstream.breaker.open_ms", u.breaker.open_ms)
+}
+
+/// Prompts, fallback and chunking: the parts of a model that refer to other keys.
+fn routing_ok(cfg: &Config, name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("models.{name}.{field}");
+    if let Some(default) = &m.default_prompt {
+        if !m.prompts.contains_key(default) {
+            let msg = format!("`{default}` is not one of models.{name}.prompts");
+            return invalid(&key("default_prompt"), &msg);
+        }
+    }
+    if let Some(fallback) = &m.fallback {
+        let Some(other) = cfg.models.get(fallback).filter(|o| o.enabled) else {
+            let msg = format!("`{fallback}` is not an enabled model");
+            return invalid(&key("fallback"), &msg);
+        };
+        if fallback == name {
+            return invalid(&key("fallback"), "a model cannot be its own fallback");
+        }
+        if other.dimensions != m.dimensions {
+            let msg = format!(
+                "`{fallback}` has {} dimensions, this model {}: a fallback must match",
+                other.dimensions, m.dimensions
+            );
+            return invalid(&key("fallback"), &msg);
+        }
+    }
+    if m.backend != BackendKind::Onnx {
+        positive(&key("batch_size"), m.batch_size as u64)?;
+        positive(&key("chunk_concurrency"), m.chunk_concurrency as u64)?;
     }
     Ok(())
 }

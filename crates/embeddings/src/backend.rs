@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 use crate::EmbedError;
 
@@ -24,7 +24,42 @@ pub struct ModelInfo {
 pub enum ModelState {
     Loading,
     Ready,
+    /// Could not load; permanent until restarted.
     Failed(String),
+    /// Configured, but none of its upstream servers can answer now; recovers by itself.
+    Unavailable(String),
+}
+
+/// A remote model's circuit breaker for one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// One upstream server of a remote model, as its router sees it now.
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    pub url: String,
+    pub weight: u32,
+    pub breaker: BreakerState,
+    pub outstanding: u32,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// Smoothed latency of recent answers.
+    pub latency: Duration,
+}
+
+/// What the core asks of a backend.
+#[derive(Debug, Clone)]
+pub struct BackendRequest {
+    /// Validated (non-empty, none empty), prompt prefix already applied.
+    pub inputs: Vec<String>,
+    /// Cut over-long inputs (true) or refuse them.
+    pub truncate: bool,
+    /// When the caller stops waiting; retries must not sleep past it.
+    pub deadline: Option<Instant>,
 }
 
 /// Time spent in each stage, for the response's timing and for metrics.
@@ -56,11 +91,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Follows state changes (for health reporting).
     fn watch_state(&self) -> watch::Receiver<ModelState>;
 
-    /// Embeds `inputs` (already validated: non-empty, none empty). Vectors are returned
-    /// un-normalised at full dimension; `truncate` says whether over-long inputs are cut or
-    /// refused. Dropping the future must abandon the work that has not started.
-    async fn embed(&self, inputs: Vec<String>, truncate: bool)
-    -> Result<BackendOutput, EmbedError>;
+    /// Embeds the request's inputs. Vectors are returned at full dimension (normalised or
+    /// not, as the backend produces them). Dropping the future must abandon the work that has
+    /// not started.
+    async fn embed(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError>;
+
+    /// Remote backends: their upstream servers, for health and `ListModels`.
+    fn endpoints(&self) -> Vec<EndpointView> {
+        Vec::new()
+    }
 
     /// Stops taking work; pending work finishes. Called on shutdown.
     fn close(&self) {}

@@ -12,7 +12,10 @@ use tokio::{
 };
 
 use crate::{
-    Backend, EmbedError, ModelInfo, ModelState, StageTiming, metrics::metrics, postprocess,
+    Backend, BackendRequest, EmbedError, EndpointView, ModelInfo, ModelState, StageTiming,
+    metrics::metrics,
+    postprocess,
+    validate::{prompt_prefix, validate},
 };
 
 /// How long an overloaded caller is told to wait before retrying.
@@ -24,6 +27,19 @@ pub struct Limits {
     pub max_inputs_per_request: usize,
 }
 
+/// What the core adds to a backend when it registers a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelOptions {
+    /// Inputs that may wait or run at once; past it, requests are refused with `Overloaded`.
+    pub max_queued_inputs: usize,
+    /// Named prompt prefixes, e.g. ("query", "search_query: ").
+    pub prompts: Vec<(String, String)>,
+    /// The prompt used when a request names none.
+    pub default_prompt: Option<String>,
+    /// Model to serve instead when this one is `Unavailable` (same dimensions).
+    pub fallback: Option<String>,
+}
+
 /// One embedding request, as every edge expresses it.
 #[derive(Debug, Clone)]
 pub struct EmbedParams {
@@ -32,6 +48,8 @@ pub struct EmbedParams {
     pub dimensions: Option<u32>,
     pub normalize: bool,
     pub truncate: bool,
+    /// A prompt configured for the model (`query`, `document`, ...).
+    pub prompt_name: Option<String>,
     /// When the caller stops waiting (from `grpc-timeout`).
     pub deadline: Option<Instant>,
 }
@@ -39,7 +57,7 @@ pub struct EmbedParams {
 /// The answer: one vector per input, in input order.
 #[derive(Debug, Clone)]
 pub struct Embedded {
-    /// Canonical model name (aliases resolved).
+    /// Canonical name of the model that produced the vectors (the fallback's, if it served).
     pub model: String,
     pub vectors: Vec<Vec<f32>>,
     pub prompt_tokens: u64,
@@ -54,6 +72,10 @@ pub struct ModelView {
     pub state: ModelState,
     /// Unix seconds when this process registered the model.
     pub created: i64,
+    pub endpoints: Vec<EndpointView>,
+    pub prompt_names: Vec<String>,
+    pub default_prompt: Option<String>,
+    pub fallback: Option<String>,
 }
 
 struct Entry {
@@ -62,6 +84,7 @@ struct Entry {
     queue: Arc<Semaphore>,
     capacity: usize,
     created: i64,
+    options: ModelOptions,
 }
 
 pub struct EmbeddingCore {
@@ -80,8 +103,8 @@ impl EmbeddingCore {
         }
     }
 
-    /// Adds a model; at most `max_queued_inputs` of its inputs may wait or run at once.
-    pub fn register(&mut self, backend: Arc<dyn Backend>, max_queued_inputs: usize) {
+    /// Adds a model with its queue bound, prompts and fallback.
+    pub fn register(&mut self, backend: Arc<dyn Backend>, options: ModelOptions) {
         let index = self.entries.len();
         let info = backend.info();
         for name in std::iter::once(&info.name).chain(&info.aliases) {
@@ -90,13 +113,14 @@ impl EmbeddingCore {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let capacity = max_queued_inputs.min(Semaphore::MAX_PERMITS);
+        let capacity = options.max_queued_inputs.min(Semaphore::MAX_PERMITS);
         let queue = Arc::new(Semaphore::new(capacity));
         self.entries.push(Entry {
             backend,
             queue,
             capacity,
             created,
+            options,
         });
     }
 
@@ -111,13 +135,21 @@ impl EmbeddingCore {
             }
         };
         let model = entry.backend.info().name.clone();
-        let result = self.embed_with(entry, params, started).await;
+        let mut result = self.embed_with(entry, &params, started).await;
+        if let (Err(EmbedError::Unavailable { reason, .. }), Some(fallback)) =
+            (&result, self.fallback_of(entry))
+        {
+            let to = fallback.backend.info().name.clone();
+            tracing::warn!(%model, fallback = %to, %reason, "serving from the fallback model");
+            metrics().fallback(&model, &to);
+            result = self.embed_with(fallback, &params, started).await;
+        }
         metrics().request(
             &model,
             result.as_ref().map_or_else(EmbedError::outcome, |_| "ok"),
         );
         if let Ok(done) = &result {
-            metrics().embedded(&model, done.vectors.len() as u64, done.prompt_tokens);
+            metrics().embedded(&done.model, done.vectors.len() as u64, done.prompt_tokens);
         }
         result
     }
@@ -125,13 +157,22 @@ impl EmbeddingCore {
     async fn embed_with(
         &self,
         entry: &Entry,
-        params: EmbedParams,
+        params: &EmbedParams,
         started: Instant,
     ) -> Result<Embedded, EmbedError> {
         let info = entry.backend.info();
-        let dims = self.validate(info, entry.capacity, &params)?;
+        let dims = validate(&self.limits, info, entry.capacity, params)?;
+        let options = &entry.options;
+        let prefix = prompt_prefix(
+            &info.name,
+            &options.prompts,
+            options.default_prompt.as_deref(),
+            params.prompt_name.as_deref(),
+        )?;
         match entry.backend.state() {
-            ModelState::Ready => {}
+            // A remote model with every breaker open still gets the call: its router decides
+            // between a half-open trial and a fast refusal.
+            ModelState::Ready | ModelState::Unavailable(_) => {}
             ModelState::Loading => return Err(unavailable(info, "the model is still loading")),
             ModelState::Failed(reason) => return Err(unavailable(info, &reason)),
         }
@@ -146,7 +187,12 @@ impl EmbeddingCore {
                 retry_after: RETRY_AFTER,
             })?;
 
-        let work = entry.backend.embed(params.inputs, params.truncate);
+        let request = BackendRequest {
+            inputs: params.inputs.iter().map(|s| format!("{prefix}{s}")).collect(),
+            truncate: params.truncate,
+            deadline: params.deadline,
+        };
+        let work = entry.backend.embed(request);
         let output =
             match params.deadline {
                 Some(deadline) => timeout_at(deadline, work).await.map_err(|_| {
@@ -189,57 +235,16 @@ impl EmbeddingCore {
         })
     }
 
-    /// Checks the request against the model; returns the output dimension.
-    fn validate(
-        &self,
-        info: &ModelInfo,
-        capacity: usize,
-        p: &EmbedParams,
-    ) -> Result<usize, EmbedError> {
-        let max = self.limits.max_inputs_per_request;
-        if p.inputs.is_empty() {
-            return Err(EmbedError::invalid(
-                "input",
-                "input must not be empty: send at least one string",
-            ));
-        }
-        if p.inputs.len() > max {
-            let msg = format!(
-                "input has {} items; at most {max} are allowed per request",
-                p.inputs.len()
-            );
-            return Err(EmbedError::invalid("input", msg));
-        }
-        if p.inputs.len() > capacity {
-            let msg = format!(
-                "input has {} items but model `{}` queues at most {capacity}: split the request",
-                p.inputs.len(),
-                info.name
-            );
-            return Err(EmbedError::invalid("input", msg));
-        }
-        if let Some(i) = p.inputs.iter().position(|s| s.is_empty()) {
-            let msg = format!("input[{i}] is an empty string; every input must contain text");
-            return Err(EmbedError::invalid("input", msg));
-        }
-        match p.dimensions {
-            None => Ok(info.dimensions as usize),
-            Some(d) if d >= 1 && d <= info.dimensions => Ok(d as usize),
-            Some(d) => {
-                let msg = format!(
-                    "dimensions must be between 1 and {} for model `{}`, got {d}",
-                    info.dimensions, info.name
-                );
-                Err(EmbedError::invalid("dimensions", msg))
-            }
-        }
-    }
-
     fn entry(&self, name: &str) -> Result<&Entry, EmbedError> {
         self.names
             .get(name)
             .map(|&i| &self.entries[i])
             .ok_or_else(|| EmbedError::ModelNotFound(name.to_string()))
+    }
+
+    fn fallback_of(&self, entry: &Entry) -> Option<&Entry> {
+        let name = entry.options.fallback.as_deref()?;
+        self.entry(name).ok()
     }
 
     pub fn models(&self) -> Vec<ModelView> {
@@ -250,7 +255,13 @@ impl EmbeddingCore {
         self.entry(name).map(view)
     }
 
+    /// Follows one model's state (for per-model health). `None` for an unknown name.
+    pub fn watch_state(&self, name: &str) -> Option<tokio::sync::watch::Receiver<ModelState>> {
+        self.entry(name).ok().map(|e| e.backend.watch_state())
+    }
+
     /// Waits until every model has finished loading. Returns the first model that failed.
+    /// A remote model whose servers are down is not a load failure: it serves once they answer.
     pub async fn wait_ready(&self) -> Result<(), (String, String)> {
         for entry in &self.entries {
             let mut rx = entry.backend.watch_state();
@@ -277,6 +288,10 @@ fn view(entry: &Entry) -> ModelView {
         info: entry.backend.info().clone(),
         state: entry.backend.state(),
         created: entry.created,
+        endpoints: entry.backend.endpoints(),
+        prompt_names: entry.options.prompts.iter().map(|(n, _)| n.clone()).collect(),
+        default_prompt: entry.options.default_prompt.clone(),
+        fallback: entry.options.fallback.clone(),
     }
 }
 
@@ -284,5 +299,6 @@ fn unavailable(info: &ModelInfo, reason: &str) -> EmbedError {
     EmbedError::Unavailable {
         model: info.name.clone(),
         reason: reason.to_string(),
+        retry_after: None,
     }
 }

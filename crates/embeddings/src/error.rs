@@ -20,15 +20,27 @@ pub enum EmbedError {
         queued: usize,
         retry_after: Duration,
     },
-    /// The model cannot serve right now (loading, failed to load, shutting down).
+    /// The model cannot serve right now (loading, failed to load, every upstream failing,
+    /// shutting down). `retry_after`: when a retry may succeed, if known.
     #[error("model `{model}` is unavailable: {reason}")]
-    Unavailable { model: String, reason: String },
+    Unavailable {
+        model: String,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// The caller's deadline passed before the vectors were ready.
     #[error("deadline exceeded after {}ms", elapsed.as_millis())]
     DeadlineExceeded { elapsed: Duration },
     /// A fault inside the backend that the caller cannot fix.
     #[error("model `{model}` failed: {message}")]
     Backend { model: String, message: String },
+    /// An upstream server answered something unusable (malformed, wrong shape, refused key).
+    #[error("model `{model}`: upstream {endpoint} {message}")]
+    Upstream {
+        model: String,
+        endpoint: String,
+        message: String,
+    },
 }
 
 impl EmbedError {
@@ -48,6 +60,7 @@ impl EmbedError {
             EmbedError::Unavailable { .. } => "unavailable",
             EmbedError::DeadlineExceeded { .. } => "deadline",
             EmbedError::Backend { .. } => "internal",
+            EmbedError::Upstream { .. } => "upstream",
         }
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! It owns the model registry (names and aliases), request validation (written once, here),
 //! backpressure (a bounded queue per model, refused fast with [`EmbedError::Overloaded`]),
-//! deadlines, and post-processing (dimension truncation, L2 normalisation). Backends (the
-//! in-process ONNX model today, Ollama and OpenAI-compatible servers later) plug in through the
-//! [`Backend`] trait. It must not know about transports: no tonic, no axum, no JSON. The edges
+//! deadlines, prompt prefixes, fallback to another model, and post-processing (dimension
+//! truncation, L2 normalisation). Backends (the in-process ONNX model, Ollama and
+//! OpenAI-compatible servers in `citadel-upstream`) plug in through the [`Backend`] trait. It must not know about transports: no tonic, no axum, no JSON. The edges
 //! map [`EmbedError`] to gRPC status and HTTP errors, each exactly once.
 
 #![forbid(unsafe_code)]
@@ -15,7 +15,11 @@ mod core;
 mod error;
 mod metrics;
 mod postprocess;
+mod validate;
 
-pub use backend::{Backend, BackendOutput, ModelInfo, ModelState, StageTiming};
-pub use core::{EmbedParams, Embedded, EmbeddingCore, Limits, ModelView};
+pub use backend::{
+    Backend, BackendOutput, BackendRequest, BreakerState, EndpointView, ModelInfo, ModelState,
+    StageTiming,
+};
+pub use core::{EmbedParams, Embedded, EmbeddingCore, Limits, ModelOptions, ModelView};
 pub use error::EmbedError;

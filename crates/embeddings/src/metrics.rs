@@ -8,6 +8,7 @@ pub(crate) struct CoreMetrics {
     requests: Counter<u64>,
     inputs: Counter<u64>,
     tokens: Counter<u64>,
+    fallbacks: Counter<u64>,
 }
 
 pub(crate) fn metrics() -> &'static CoreMetrics {
@@ -27,6 +28,10 @@ pub(crate) fn metrics() -> &'static CoreMetrics {
                 .u64_counter("citadel.embed.tokens")
                 .with_description("Tokens processed by the model")
                 .build(),
+            fallbacks: meter
+                .u64_counter("citadel.embed.fallbacks")
+                .with_description("Requests served by a model's fallback")
+                .build(),
         }
     })
 }
@@ -44,5 +49,13 @@ impl CoreMetrics {
         let attrs = [KeyValue::new("model", model.to_string())];
         self.inputs.add(inputs, &attrs);
         self.tokens.add(tokens, &attrs);
+    }
+
+    pub(crate) fn fallback(&self, model: &str, to: &str) {
+        let attrs = [
+            KeyValue::new("model", model.to_string()),
+            KeyValue::new("fallback", to.to_string()),
+        ];
+        self.fallbacks.add(1, &attrs);
     }
 }

@@ -1,19 +1,26 @@
 //! The core's contract with a stand-in backend: validation, backpressure, deadlines, shaping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use citadel_embeddings::{
-    Backend, BackendOutput, EmbedError, EmbedParams, EmbeddingCore, Limits, ModelInfo, ModelState,
+    Backend, BackendOutput, BackendRequest, EmbedError, EmbedParams, EmbeddingCore, Limits,
+    ModelInfo, ModelOptions, ModelState,
 };
 use tokio::{sync::watch, time::Instant};
 
-/// Answers `[i+1, 0, 0, 0]`-shaped vectors (scaled by 2) after `delay`.
+/// Answers `[i+1, 0, 0, 0]`-shaped vectors (scaled by 2) after `delay`; refuses while its
+/// state is `Unavailable`, as a remote model with every server down does. Remembers the inputs
+/// of the last call.
 struct Stub {
     info: ModelInfo,
     state: watch::Sender<ModelState>,
     delay: Duration,
+    seen: Mutex<Vec<String>>,
 }
 
 #[async_trait]
@@ -27,12 +34,19 @@ impl Backend for Stub {
     fn watch_state(&self) -> watch::Receiver<ModelState> {
         self.state.subscribe()
     }
-    async fn embed(
-        &self,
-        inputs: Vec<String>,
-        _truncate: bool,
-    ) -> Result<BackendOutput, EmbedError> {
+    async fn embed(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError> {
+        if let ModelState::Unavailable(reason) = self.state() {
+            let model = self.info.name.clone();
+            let retry_after = None;
+            return Err(EmbedError::Unavailable {
+                model,
+                reason,
+                retry_after,
+            });
+        }
         tokio::time::sleep(self.delay).await;
+        let inputs = request.inputs;
+        *self.seen.lock().unwrap() = inputs.clone();
         let vectors = (0..inputs.len())
             .map(|i| vec![2.0 * (i as f32 + 1.0), 2.0, 0.0, 0.0])
             .collect();
@@ -44,20 +58,41 @@ impl Backend for Stub {
     }
 }
 
-fn core(delay: Duration, queue: usize, state: ModelState) -> EmbeddingCore {
+fn stub(name: &str, delay: Duration, state: ModelState) -> Arc<Stub> {
     let info = ModelInfo {
-        name: "stub".into(),
-        aliases: vec!["stub-alias".into()],
+        name: name.into(),
+        aliases: vec![format!("{name}-alias")],
         dimensions: 4,
         max_input_tokens: 16,
         backend: "stub",
         owned_by: "test".into(),
     };
     let (state, _) = watch::channel(state);
-    let mut core = EmbeddingCore::new(Limits {
+    let seen = Mutex::default();
+    Arc::new(Stub {
+        info,
+        state,
+        delay,
+        seen,
+    })
+}
+
+fn empty_core() -> EmbeddingCore {
+    EmbeddingCore::new(Limits {
         max_inputs_per_request: 8,
-    });
-    core.register(Arc::new(Stub { info, state, delay }), queue);
+    })
+}
+
+fn queue(max_queued_inputs: usize) -> ModelOptions {
+    ModelOptions {
+        max_queued_inputs,
+        ..Default::default()
+    }
+}
+
+fn core(delay: Duration, queued: usize, state: ModelState) -> EmbeddingCore {
+    let mut core = empty_core();
+    core.register(stub("stub", delay, state), queue(queued));
     core
 }
 
@@ -68,6 +103,7 @@ fn params(inputs: &[&str]) -> EmbedParams {
         dimensions: None,
         normalize: true,
         truncate: true,
+        prompt_name: None,
         deadline: None,
     }
 }
@@ -168,4 +204,65 @@ async fn deadlines_and_readiness_are_enforced() {
         failed.wait_ready().await,
         Err(("stub".to_string(), "bad graph".to_string()))
     );
+}
+
+#[tokio::test]
+async fn prompts_prefix_every_input() {
+    let backend = stub("stub", Duration::ZERO, ModelState::Ready);
+    let mut core = empty_core();
+    let prompts = vec![
+        ("query".to_string(), "search_query: ".to_string()),
+        ("document".to_string(), "search_document: ".to_string()),
+    ];
+    let options = ModelOptions {
+        prompts,
+        default_prompt: Some("document".into()),
+        ..queue(16)
+    };
+    core.register(backend.clone(), options);
+
+    core.embed(params(&["a", "b"])).await.unwrap();
+    assert_eq!(
+        *backend.seen.lock().unwrap(),
+        ["search_document: a", "search_document: b"]
+    );
+    let mut p = params(&["a"]);
+    p.prompt_name = Some("query".into());
+    core.embed(p).await.unwrap();
+    assert_eq!(*backend.seen.lock().unwrap(), ["search_query: a"]);
+
+    let mut p = params(&["a"]);
+    p.prompt_name = Some("passage".into());
+    match core.embed(p).await.unwrap_err() {
+        EmbedError::InvalidInput { param, message } => {
+            assert_eq!(param, "prompt_name");
+            assert!(message.contains("query, document"), "{message}");
+        }
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_model_is_served_by_its_fallback() {
+    let down = ModelState::Unavailable("every endpoint is failing".into());
+    let mut core = empty_core();
+    let options = ModelOptions {
+        fallback: Some("spare".into()),
+        ..queue(16)
+    };
+    core.register(stub("primary", Duration::ZERO, down.clone()), options);
+    core.register(stub("spare", Duration::ZERO, ModelState::Ready), queue(16));
+    core.register(stub("lonely", Duration::ZERO, down), queue(16));
+
+    let mut p = params(&["a"]);
+    p.model = "primary".into();
+    assert_eq!(core.embed(p).await.unwrap().model, "spare");
+    // Without a fallback, the refusal reaches the caller; it is not a load failure.
+    let mut p = params(&["a"]);
+    p.model = "lonely".into();
+    assert!(matches!(
+        core.embed(p).await,
+        Err(EmbedError::Unavailable { .. })
+    ));
+    assert_eq!(core.wait_ready().await, Ok(()));
 }

@@ -1,6 +1,6 @@
 //! Protobuf messages <-> embedding-core types.
 
-use citadel_embeddings::{EmbedParams, Embedded, ModelState, ModelView};
+use citadel_embeddings::{BreakerState, EmbedParams, Embedded, EndpointView, ModelState, ModelView};
 use citadel_proto::v1;
 use tokio::time::Instant;
 
@@ -11,6 +11,7 @@ pub(crate) fn embed_params(request: v1::EmbedRequest, deadline: Option<Instant>)
         dimensions: request.dimensions,
         normalize: request.normalize.unwrap_or(true),
         truncate: request.truncate.unwrap_or(true),
+        prompt_name: request.prompt_name,
         deadline,
     }
 }
@@ -38,10 +39,11 @@ pub(crate) fn embed_response(done: Embedded) -> v1::EmbedResponse {
 }
 
 pub(crate) fn model(view: ModelView) -> v1::Model {
-    let state = match view.state {
-        ModelState::Loading => v1::ModelState::Loading,
-        ModelState::Ready => v1::ModelState::Ready,
-        ModelState::Failed(_) => v1::ModelState::Failed,
+    let (state, reason) = match view.state {
+        ModelState::Loading => (v1::ModelState::Loading, String::new()),
+        ModelState::Ready => (v1::ModelState::Ready, String::new()),
+        ModelState::Failed(reason) => (v1::ModelState::Failed, reason),
+        ModelState::Unavailable(reason) => (v1::ModelState::Unavailable, reason),
     };
     v1::Model {
         id: view.info.name,
@@ -52,5 +54,27 @@ pub(crate) fn model(view: ModelView) -> v1::Model {
         state: state.into(),
         created: view.created,
         owned_by: view.info.owned_by,
+        state_reason: reason,
+        endpoints: view.endpoints.into_iter().map(endpoint).collect(),
+        prompt_names: view.prompt_names,
+        default_prompt: view.default_prompt.unwrap_or_default(),
+        fallback: view.fallback.unwrap_or_default(),
+    }
+}
+
+fn endpoint(view: EndpointView) -> v1::Endpoint {
+    let breaker = match view.breaker {
+        BreakerState::Closed => v1::BreakerState::Closed,
+        BreakerState::Open => v1::BreakerState::Open,
+        BreakerState::HalfOpen => v1::BreakerState::HalfOpen,
+    };
+    v1::Endpoint {
+        url: view.url,
+        weight: view.weight,
+        breaker: breaker.into(),
+        outstanding: view.outstanding,
+        consecutive_failures: view.consecutive_failures,
+        last_error: view.last_error.unwrap_or_default(),
+        latency_us: view.latency.as_micros() as u64,
     }
 }

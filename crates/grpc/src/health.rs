@@ -1,9 +1,17 @@
-//! `grpc.health.v1.Health`, tied to model readiness: NOT_SERVING until every model has loaded,
-//! SERVING while it runs, NOT_SERVING again once shutdown begins.
+//! `grpc.health.v1.Health`, tied to model readiness.
+//!
+//! - `""` and `citadel.v1.EmbeddingService`: NOT_SERVING until every model has loaded, SERVING
+//!   while the process runs, NOT_SERVING again once shutdown begins. An upstream outage does not
+//!   flip them: restarting this process would not bring Ollama back.
+//! - `citadel.v1.EmbeddingService/<model>`, one per model: follows that model's live state, so
+//!   it goes NOT_SERVING only when none of the model's servers can answer.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
-use citadel_embeddings::EmbeddingCore;
+use citadel_embeddings::{EmbeddingCore, ModelState};
 use citadel_proto::v1::embedding_service_server::EmbeddingServiceServer;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -15,38 +23,76 @@ const OVERALL: &str = "";
 #[derive(Clone)]
 pub struct HealthControl {
     reporter: HealthReporter,
+    models: Vec<String>,
+    /// Set once shutdown begins: model watchers must not turn anything back to SERVING.
+    closing: Arc<AtomicBool>,
 }
 
 impl HealthControl {
     /// Creates the health service with every service NOT_SERVING.
-    pub async fn new() -> (
+    pub async fn new(
+        core: &EmbeddingCore,
+    ) -> (
         Self,
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     ) {
         let (reporter, service) = tonic_health::server::health_reporter();
-        let control = HealthControl { reporter };
+        let models = core.models().into_iter().map(|m| m.info.name).collect();
+        let control = HealthControl {
+            reporter,
+            models,
+            closing: Arc::default(),
+        };
         control.set_all(ServingStatus::NotServing).await;
         (control, service)
     }
 
-    /// Marks the services SERVING once every model is ready and returns true; returns false,
-    /// leaving them NOT_SERVING, if one failed to load (the failure is logged and shown on
-    /// /health/detailed).
+    /// Marks the services SERVING once every model is ready, starts following each model's
+    /// state, and returns true; returns false, leaving them NOT_SERVING, if one failed to load
+    /// (the failure is logged and shown on /health/detailed).
     pub async fn follow_readiness(self, core: Arc<EmbeddingCore>) -> bool {
-        match core.wait_ready().await {
-            Ok(()) => {
-                self.set_all(ServingStatus::Serving).await;
-                true
+        if let Err((model, reason)) = core.wait_ready().await {
+            tracing::error!(%model, %reason, "a model failed to load; health stays NOT_SERVING");
+            return false;
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        self.set(OVERALL, ServingStatus::Serving).await;
+        self.set(service_name(), ServingStatus::Serving).await;
+        for model in &self.models {
+            if let Some(states) = core.watch_state(model) {
+                tokio::spawn(self.clone().follow_model(model.clone(), states));
             }
-            Err((model, reason)) => {
-                tracing::error!(%model, %reason, "a model failed to load; health stays NOT_SERVING");
-                false
+        }
+        true
+    }
+
+    async fn follow_model(self, model: String, mut states: tokio::sync::watch::Receiver<ModelState>) {
+        let service = model_service(&model);
+        loop {
+            let status = match &*states.borrow_and_update() {
+                ModelState::Ready => ServingStatus::Serving,
+                _ => ServingStatus::NotServing,
+            };
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            self.set(&service, status).await;
+            // Shutdown may have begun while this was setting: its NOT_SERVING must win.
+            if self.closing.load(Ordering::Acquire) {
+                self.set(&service, ServingStatus::NotServing).await;
+                return;
+            }
+            if states.changed().await.is_err() {
+                return;
             }
         }
     }
 
     /// First step of shutdown: probes and watchers see NOT_SERVING.
     pub async fn shutting_down(&self) {
+        self.closing.store(true, Ordering::Release);
         self.set_all(ServingStatus::NotServing).await;
     }
 
@@ -56,16 +102,29 @@ impl HealthControl {
         let mut reporter = self.reporter.clone();
         reporter.clear_service_status(OVERALL).await;
         reporter.clear_service_status(service_name()).await;
+        for model in &self.models {
+            reporter.clear_service_status(&model_service(model)).await;
+        }
     }
 
     async fn set_all(&self, status: ServingStatus) {
-        self.reporter.set_service_status(OVERALL, status).await;
-        self.reporter
-            .set_service_status(service_name(), status)
-            .await;
+        self.set(OVERALL, status).await;
+        self.set(service_name(), status).await;
+        for model in &self.models {
+            self.set(&model_service(model), status).await;
+        }
+    }
+
+    async fn set(&self, service: &str, status: ServingStatus) {
+        self.reporter.set_service_status(service, status).await;
     }
 }
 
 fn service_name() -> &'static str {
     <EmbeddingServiceServer<EmbeddingApi> as tonic::server::NamedService>::NAME
+}
+
+/// The health service name of one model: `citadel.v1.EmbeddingService/<model>`.
+pub fn model_service(model: &str) -> String {
+    format!("{}/{model}", service_name())
 }

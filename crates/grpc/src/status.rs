@@ -1,7 +1,9 @@
 //! The one place an `EmbedError` becomes a gRPC status.
 
 use citadel_embeddings::EmbedError;
-use citadel_proto::metadata::{ERROR_PARAM as ERROR_PARAM_KEY, RETRY_AFTER as RETRY_AFTER_KEY};
+use citadel_proto::metadata::{
+    ERROR_PARAM as ERROR_PARAM_KEY, RETRY_AFTER as RETRY_AFTER_KEY, UPSTREAM as UPSTREAM_KEY,
+};
 use tonic::{Code, Status, metadata::MetadataValue};
 
 pub(crate) fn to_status(error: EmbedError) -> Status {
@@ -16,15 +18,30 @@ pub(crate) fn to_status(error: EmbedError) -> Status {
         }
         EmbedError::ModelNotFound(_) => Status::new(Code::NotFound, message),
         EmbedError::Overloaded { retry_after, .. } => {
-            let mut status = Status::new(Code::ResourceExhausted, message);
-            status.metadata_mut().insert(
-                RETRY_AFTER_KEY,
-                MetadataValue::from(retry_after.as_secs().max(1)),
-            );
-            status
+            with_retry_after(Status::new(Code::ResourceExhausted, message), Some(retry_after))
         }
-        EmbedError::Unavailable { .. } => Status::new(Code::Unavailable, message),
+        EmbedError::Unavailable { retry_after, .. } => {
+            with_retry_after(Status::new(Code::Unavailable, message), retry_after)
+        }
         EmbedError::DeadlineExceeded { .. } => Status::new(Code::DeadlineExceeded, message),
         EmbedError::Backend { .. } => Status::new(Code::Internal, message),
+        EmbedError::Upstream { endpoint, .. } => {
+            let mut status = Status::new(Code::Internal, message);
+            if let Ok(value) = MetadataValue::try_from(endpoint) {
+                status.metadata_mut().insert(UPSTREAM_KEY, value);
+            }
+            status
+        }
     }
+}
+
+/// Whole seconds, at least 1, so "retry after 0" never invites a hot loop.
+fn with_retry_after(mut status: Status, after: Option<std::time::Duration>) -> Status {
+    if let Some(after) = after {
+        let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_KEY, MetadataValue::from(seconds));
+    }
+    status
 }

@@ -8,7 +8,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use citadel_embeddings::{Backend, BackendOutput, EmbedError, ModelInfo, ModelState, StageTiming};
+use citadel_embeddings::{
+    Backend, BackendOutput, BackendRequest, EmbedError, ModelInfo, ModelState, StageTiming,
+};
 use tokio::sync::watch;
 
 use crate::{
@@ -154,14 +156,14 @@ impl Backend for OnnxModel {
         self.state.subscribe()
     }
 
-    async fn embed(
-        &self,
-        inputs: Vec<String>,
-        truncate: bool,
-    ) -> Result<BackendOutput, EmbedError> {
+    async fn embed(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError> {
+        let BackendRequest {
+            inputs, truncate, ..
+        } = request;
         let loaded = self.loaded.get().ok_or_else(|| EmbedError::Unavailable {
             model: self.info.name.clone(),
             reason: "the model is still loading".into(),
+            retry_after: None,
         })?;
         let started = Instant::now();
         let ids = if inputs.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
@@ -184,6 +186,7 @@ impl Backend for OnnxModel {
                 RunError::ShuttingDown => EmbedError::Unavailable {
                     model: self.info.name.clone(),
                     reason: "the server is shutting down".into(),
+                    retry_after: None,
                 },
                 RunError::Failed(message) => self.failed(&message),
             })?;

@@ -20,6 +20,9 @@ pub mod metadata {
     pub const REQUEST_ID: &str = "x-request-id";
     /// Trailer of an INVALID_ARGUMENT naming the offending request field.
     pub const ERROR_PARAM: &str = "x-citadel-error-param";
-    /// Trailer of a RESOURCE_EXHAUSTED: seconds to wait before retrying.
+    /// Trailer of a RESOURCE_EXHAUSTED or UNAVAILABLE: seconds to wait before retrying.
     pub const RETRY_AFTER: &str = "retry-after";
+    /// Trailer of an INTERNAL caused by an upstream server's answer: which server (the REST
+    /// edge answers 502 Bad Gateway).
+    pub const UPSTREAM: &str = "x-citadel-upstream";
 }
