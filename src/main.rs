@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod models;
 mod serve;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};

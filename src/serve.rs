@@ -5,11 +5,10 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use citadel_config::{BackendKind, Config, ModelConfig};
-use citadel_embeddings::{EmbeddingCore, Limits, ModelInfo, ModelOptions};
+use citadel_config::Config;
+use citadel_embeddings::EmbeddingCore;
 use citadel_gateway::{AppState, GatewaySettings};
 use citadel_grpc::{GrpcSettings, HealthControl};
-use citadel_onnx::{OnnxModel, OnnxModelSettings};
 use citadel_telemetry::MetricsHandle;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::transport::server::TcpIncoming;
@@ -45,7 +44,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Installed before anything listens, so an early SIGTERM drains instead of killing.
     let shutdown = shutdown_signal()?;
     let metrics = MetricsHandle::install()?;
-    let core = Arc::new(build_core(&config)?);
+    let core = Arc::new(crate::models::build_core(&config)?);
 
     // Both listeners first, so port 0 works and a taken port fails before anything runs.
     let grpc_listener = bind("grpc.addr", config.grpc.addr).await?;
@@ -187,58 +186,6 @@ async fn announce_ready(
 ) {
     if health.follow_readiness(core).await {
         tracing::info!(http_addr = %http, grpc_addr = %grpc, "citadel ready");
-    }
-}
-
-fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
-    let mut core = EmbeddingCore::new(Limits {
-        max_inputs_per_request: config.embeddings.max_inputs_per_request,
-    });
-    for (name, model) in config.models.iter().filter(|(_, m)| m.enabled) {
-        match model.backend {
-            BackendKind::Onnx => {
-                let backend =
-                    OnnxModel::start(onnx_settings(name, model), &config.onnx.library_path)?;
-                core.register(backend, model_options(model));
-            }
-            BackendKind::Ollama | BackendKind::Openai => bail!(
-                "model `{name}` uses backend \"{}\", which this build cannot serve yet \
-                 (models.{name}.backend): use backend = \"onnx\" or remove the model",
-                model.backend.as_str()
-            ),
-        }
-    }
-    Ok(core)
-}
-
-fn model_options(model: &ModelConfig) -> ModelOptions {
-    ModelOptions {
-        max_queued_inputs: model.max_queued_inputs,
-        prompts: model
-            .prompts
-            .iter()
-            .map(|(name, prefix)| (name.clone(), prefix.clone()))
-            .collect(),
-        default_prompt: model.default_prompt.clone(),
-        fallback: model.fallback.clone(),
-    }
-}
-
-fn onnx_settings(name: &str, model: &ModelConfig) -> OnnxModelSettings {
-    OnnxModelSettings {
-        info: ModelInfo {
-            name: name.to_string(),
-            aliases: model.aliases.clone(),
-            dimensions: model.dimensions,
-            max_input_tokens: model.max_input_tokens,
-            backend: BackendKind::Onnx.as_str(),
-            owned_by: "citadel".to_string(),
-        },
-        dir: model.dir.clone().unwrap_or_default(),
-        graph: model.graph.clone(),
-        sessions: model.sessions,
-        intra_threads: model.intra_threads,
-        max_batch_tokens: model.max_batch_tokens,
     }
 }
 

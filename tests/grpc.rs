@@ -30,9 +30,7 @@ fn request(inputs: Vec<String>) -> EmbedRequest {
     EmbedRequest {
         model: MODEL.into(),
         inputs,
-        dimensions: None,
-        normalize: None,
-        truncate: None,
+        ..Default::default()
     }
 }
 

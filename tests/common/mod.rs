@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod upstream;
+
 pub const MODEL: &str = "all-minilm";
 
 pub struct Server {
@@ -101,6 +103,11 @@ impl Server {
 
     /// The embedded defaults with `toml` layered on top.
     pub fn with_config(toml: &str) -> Server {
+        Server::with_env(toml, &[])
+    }
+
+    /// Like `with_config`, with `CITADEL_*` (or other) variables set for the process.
+    pub fn with_env(toml: &str, env: &[(&str, &str)]) -> Server {
         require_models();
         let config = write_config(toml);
         let config = config.to_str().expect("utf-8 path");
@@ -113,7 +120,7 @@ impl Server {
             "--config",
             config,
         ];
-        let (child, logs, lines) = spawn(&args, &[]);
+        let (child, logs, lines) = spawn(&args, env);
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -22,7 +22,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     upstream_ok(cfg)?;
     if !cfg.models.values().any(|m| m.enabled) {
-        return invalid("models", "at least one model must be configured and enabled");
+        return invalid(
+            "models",
+            "at least one model must be configured and enabled",
+        );
     }
     let mut names = std::collections::HashMap::new();
     for (name, model) in cfg.models.iter().filter(|(_, m)| m.enabled) {
@@ -110,8 +113,14 @@ fn upstream_ok(cfg: &Config) -> Result<(), ConfigError> {
     let u = &cfg.upstream;
     positive("upstream.connect_timeout_ms", u.connect_timeout_ms)?;
     positive("upstream.attempt_timeout_ms", u.attempt_timeout_ms)?;
-    positive("upstream.retry.max_attempts", u64::from(u.retry.max_attempts))?;
-    positive("upstream.retry.initial_backoff_ms", u.retry.initial_backoff_ms)?;
+    positive(
+        "upstream.retry.max_attempts",
+        u64::from(u.retry.max_attempts),
+    )?;
+    positive(
+        "upstream.retry.initial_backoff_ms",
+        u.retry.initial_backoff_ms,
+    )?;
     if u.retry.max_backoff_ms < u.retry.initial_backoff_ms {
         return invalid(
             "upstream.retry.max_backoff_ms",
@@ -128,11 +137,13 @@ fn upstream_ok(cfg: &Config) -> Result<(), ConfigError> {
 /// Prompts, fallback and chunking: the parts of a model that refer to other keys.
 fn routing_ok(cfg: &Config, name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
     let key = |field: &str| format!("models.{name}.{field}");
-    if let Some(default) = &m.default_prompt {
-        if !m.prompts.contains_key(default) {
-            let msg = format!("`{default}` is not one of models.{name}.prompts");
-            return invalid(&key("default_prompt"), &msg);
-        }
+    if let Some(default) = m
+        .default_prompt
+        .as_ref()
+        .filter(|d| !m.prompts.contains_key(*d))
+    {
+        let msg = format!("`{default}` is not one of models.{name}.prompts");
+        return invalid(&key("default_prompt"), &msg);
     }
     if let Some(fallback) = &m.fallback {
         let Some(other) = cfg.models.get(fallback).filter(|o| o.enabled) else {

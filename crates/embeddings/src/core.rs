@@ -188,7 +188,11 @@ impl EmbeddingCore {
             })?;
 
         let request = BackendRequest {
-            inputs: params.inputs.iter().map(|s| format!("{prefix}{s}")).collect(),
+            inputs: params
+                .inputs
+                .iter()
+                .map(|s| format!("{prefix}{s}"))
+                .collect(),
             truncate: params.truncate,
             deadline: params.deadline,
         };
@@ -289,7 +293,12 @@ fn view(entry: &Entry) -> ModelView {
         state: entry.backend.state(),
         created: entry.created,
         endpoints: entry.backend.endpoints(),
-        prompt_names: entry.options.prompts.iter().map(|(n, _)| n.clone()).collect(),
+        prompt_names: entry
+            .options
+            .prompts
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect(),
         default_prompt: entry.options.default_prompt.clone(),
         fallback: entry.options.fallback.clone(),
     }

@@ -1,6 +1,8 @@
 //! Protobuf messages <-> embedding-core types.
 
-use citadel_embeddings::{BreakerState, EmbedParams, Embedded, EndpointView, ModelState, ModelView};
+use citadel_embeddings::{
+    BreakerState, EmbedParams, Embedded, EndpointView, ModelState, ModelView,
+};
 use citadel_proto::v1;
 use tokio::time::Instant;
 

@@ -68,7 +68,11 @@ impl HealthControl {
         true
     }
 
-    async fn follow_model(self, model: String, mut states: tokio::sync::watch::Receiver<ModelState>) {
+    async fn follow_model(
+        self,
+        model: String,
+        mut states: tokio::sync::watch::Receiver<ModelState>,
+    ) {
         let service = model_service(&model);
         loop {
             let status = match &*states.borrow_and_update() {

@@ -17,9 +17,10 @@ pub(crate) fn to_status(error: EmbedError) -> Status {
             status
         }
         EmbedError::ModelNotFound(_) => Status::new(Code::NotFound, message),
-        EmbedError::Overloaded { retry_after, .. } => {
-            with_retry_after(Status::new(Code::ResourceExhausted, message), Some(retry_after))
-        }
+        EmbedError::Overloaded { retry_after, .. } => with_retry_after(
+            Status::new(Code::ResourceExhausted, message),
+            Some(retry_after),
+        ),
         EmbedError::Unavailable { retry_after, .. } => {
             with_retry_after(Status::new(Code::Unavailable, message), retry_after)
         }

@@ -116,7 +116,11 @@ pub struct StandIn {
 impl StandIn {
     /// Listens on `127.0.0.1:0` and serves until stopped.
     pub async fn start(config: StandInConfig) -> std::io::Result<StandIn> {
-        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, config).await
+        Self::start_on(
+            "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+            config,
+        )
+        .await
     }
 
     /// Listens on `addr` (a fixed port brings a stopped endpoint back at its old address).

@@ -79,7 +79,9 @@ fn set_behaviour(shared: &Shared, body: &[u8]) -> Answer {
         }
         Err(e) => Ok(json(
             StatusCode::BAD_REQUEST,
-            serde_json::json!({"error": e.to_string()}).to_string().into_bytes(),
+            serde_json::json!({"error": e.to_string()})
+                .to_string()
+                .into_bytes(),
         )),
     }
 }
@@ -100,9 +102,15 @@ async fn embed(shared: &Shared, protocol: wire::Protocol, body: &[u8]) -> Answer
     if behaviour.reset {
         return Err(Reset);
     }
-    if let Some(code) = behaviour.fail_always.or(behaviour.fail_next.first().copied()) {
+    if let Some(code) = behaviour
+        .fail_always
+        .or(behaviour.fail_next.first().copied())
+    {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = json(status, protocol.error(&format!("stand-in failing with {code}")));
+        let mut response = json(
+            status,
+            protocol.error(&format!("stand-in failing with {code}")),
+        );
         if let Some(seconds) = behaviour.retry_after {
             response
                 .headers_mut()
@@ -111,15 +119,28 @@ async fn embed(shared: &Shared, protocol: wire::Protocol, body: &[u8]) -> Answer
         return Ok(response);
     }
     if behaviour.malformed {
-        return Ok(json(StatusCode::OK, br#"{"embeddings": [[0.1, 0.2"#.to_vec()));
+        return Ok(json(
+            StatusCode::OK,
+            br#"{"embeddings": [[0.1, 0.2"#.to_vec(),
+        ));
     }
     let Some(&dims) = shared.config.models.get(&request.model) else {
-        let message = format!("model \"{}\" not found, try pulling it first", request.model);
+        let message = format!(
+            "model \"{}\" not found, try pulling it first",
+            request.model
+        );
         return Ok(json(StatusCode::NOT_FOUND, protocol.error(&message)));
     };
-    let dims = if behaviour.wrong_dimensions { dims.saturating_sub(1) } else { dims };
+    let dims = if behaviour.wrong_dimensions {
+        dims.saturating_sub(1)
+    } else {
+        dims
+    };
     let base64 = request.base64 || behaviour.base64;
-    Ok(json(StatusCode::OK, protocol.answer(&request, dims, base64)))
+    Ok(json(
+        StatusCode::OK,
+        protocol.answer(&request, dims, base64),
+    ))
 }
 
 /// The behaviour for this request; consumes one entry of `fail_next`.
@@ -143,4 +164,3 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     );
     response
 }
-

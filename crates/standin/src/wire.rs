@@ -42,8 +42,8 @@ pub(crate) fn parse(protocol: Protocol, body: &[u8]) -> Result<EmbedRequest, Str
             .collect::<Result<_, _>>()?,
         _ => return Err("input must be a string or an array of strings".into()),
     };
-    let base64 = matches!(protocol, Protocol::OpenAi)
-        && body.encoding_format.as_deref() == Some("base64");
+    let base64 =
+        matches!(protocol, Protocol::OpenAi) && body.encoding_format.as_deref() == Some("base64");
     Ok(EmbedRequest {
         model: body.model,
         inputs,

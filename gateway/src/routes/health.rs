@@ -24,16 +24,35 @@ pub async fn live() -> Json<Value> {
 pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let service = grpc_health(&state, &headers, EMBEDDING_SERVICE).await;
     let mut client = state.embeddings.clone();
-    let models = match state
+    let (models, degraded) = match state
         .call(client.list_models(state.request(v1::ListModelsRequest {}, &headers)))
         .await
     {
-        Ok(list) => list.models.into_iter().map(model_health).collect(),
-        Err(e) => vec![json!({"name": "models", "state": "unknown", "error": e.message})],
+        Ok(list) => {
+            let degraded = list
+                .models
+                .iter()
+                .any(|m| m.state() != v1::ModelState::Ready);
+            (
+                list.models.into_iter().map(model_health).collect(),
+                degraded,
+            )
+        }
+        Err(e) => (
+            vec![json!({"name": "models", "state": "unknown", "error": e.message})],
+            true,
+        ),
     };
     let serving = service == ServingStatus::Serving.as_str_name();
+    // Degraded still answers 200: the process serves, some model cannot right now, and a
+    // load balancer pulling it would not bring that model's servers back.
+    let overall = match (serving, degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
     let body = json!({
-        "status": if serving { "ok" } else { "unavailable" },
+        "status": overall,
         "version": VERSION,
         "uptime_seconds": state.started.elapsed().as_secs(),
         "components": {
@@ -64,12 +83,42 @@ async fn grpc_health(state: &AppState, headers: &HeaderMap, service: &str) -> St
 }
 
 fn model_health(model: v1::Model) -> Value {
+    let endpoints: Vec<Value> = model.endpoints.iter().map(endpoint_health).collect();
+    let (reason, fallback) = (model.state_reason.clone(), model.fallback.clone());
     let model = ModelObject::from(model);
-    json!({
+    let mut entry = json!({
         "name": model.id,
         "backend": model.backend,
         "state": model.state,
         "dimensions": model.dimensions,
+    });
+    if !reason.is_empty() {
+        entry["reason"] = reason.into();
+    }
+    if !fallback.is_empty() {
+        entry["fallback"] = fallback.into();
+    }
+    if !endpoints.is_empty() {
+        entry["endpoints"] = endpoints.into();
+    }
+    entry
+}
+
+fn endpoint_health(endpoint: &v1::Endpoint) -> Value {
+    let breaker = match endpoint.breaker() {
+        v1::BreakerState::Unspecified => "unknown",
+        v1::BreakerState::Closed => "closed",
+        v1::BreakerState::Open => "open",
+        v1::BreakerState::HalfOpen => "half_open",
+    };
+    json!({
+        "url": endpoint.url,
+        "weight": endpoint.weight,
+        "breaker": breaker,
+        "outstanding": endpoint.outstanding,
+        "consecutive_failures": endpoint.consecutive_failures,
+        "last_error": (!endpoint.last_error.is_empty()).then_some(&endpoint.last_error),
+        "latency_ms": endpoint.latency_us as f64 / 1000.0,
     })
 }
 

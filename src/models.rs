@@ -1,0 +1,115 @@
+//! Configuration -> the embedding core: one backend per enabled model (in process on ONNX
+//! Runtime, or routed to Ollama / OpenAI-compatible servers), with its queue, prompts and
+//! fallback.
+
+use std::time::Duration;
+
+use citadel_config::{BackendKind, Config, ModelConfig, UpstreamConfig};
+use citadel_embeddings::{EmbeddingCore, Limits, ModelInfo, ModelOptions};
+use citadel_onnx::{OnnxModel, OnnxModelSettings};
+use citadel_upstream::{
+    BreakerPolicy, ClientPool, EndpointSettings, Protocol, RemoteModel, RemoteSettings, RetryPolicy,
+};
+
+pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
+    let mut core = EmbeddingCore::new(Limits {
+        max_inputs_per_request: config.embeddings.max_inputs_per_request,
+    });
+    let clients = ClientPool::new(
+        Duration::from_millis(config.upstream.connect_timeout_ms),
+        config.upstream.pool_max_idle_per_host,
+    );
+    for (name, model) in config.models.iter().filter(|(_, m)| m.enabled) {
+        match model.backend {
+            BackendKind::Onnx => {
+                let backend =
+                    OnnxModel::start(onnx_settings(name, model), &config.onnx.library_path)?;
+                core.register(backend, model_options(model));
+            }
+            BackendKind::Ollama | BackendKind::Openai => {
+                let settings = remote_settings(name, model, &config.upstream);
+                let backend = RemoteModel::start(settings, &clients)
+                    .map_err(|e| anyhow::anyhow!("models.{name}.endpoints: {e}"))?;
+                core.register(backend, model_options(model));
+            }
+        }
+    }
+    Ok(core)
+}
+
+fn remote_settings(name: &str, model: &ModelConfig, upstream: &UpstreamConfig) -> RemoteSettings {
+    let protocol = match model.backend {
+        BackendKind::Ollama => Protocol::Ollama,
+        _ => Protocol::OpenAi,
+    };
+    let endpoints = model
+        .endpoints
+        .iter()
+        .map(|e| EndpointSettings {
+            url: e.url.clone(),
+            weight: e.weight,
+            api_key: e.api_key.clone(),
+        })
+        .collect();
+    RemoteSettings {
+        info: model_info(name, model),
+        protocol,
+        upstream_model: model
+            .upstream_model
+            .clone()
+            .unwrap_or_else(|| name.to_string()),
+        endpoints,
+        batch_size: model.batch_size,
+        chunk_concurrency: model.chunk_concurrency,
+        attempt_timeout: Duration::from_millis(upstream.attempt_timeout_ms),
+        retry: RetryPolicy {
+            max_attempts: upstream.retry.max_attempts,
+            initial_backoff: Duration::from_millis(upstream.retry.initial_backoff_ms),
+            max_backoff: Duration::from_millis(upstream.retry.max_backoff_ms),
+        },
+        breaker: BreakerPolicy {
+            failure_threshold: upstream.breaker.failure_threshold,
+            open_for: Duration::from_millis(upstream.breaker.open_ms),
+        },
+        probe_interval: (upstream.probe_interval_ms > 0)
+            .then(|| Duration::from_millis(upstream.probe_interval_ms)),
+    }
+}
+
+fn model_info(name: &str, model: &ModelConfig) -> ModelInfo {
+    ModelInfo {
+        name: name.to_string(),
+        aliases: model.aliases.clone(),
+        dimensions: model.dimensions,
+        max_input_tokens: model.max_input_tokens,
+        backend: model.backend.as_str(),
+        owned_by: match model.backend {
+            BackendKind::Onnx => "citadel".to_string(),
+            other => other.as_str().to_string(),
+        },
+    }
+}
+
+fn model_options(model: &ModelConfig) -> ModelOptions {
+    ModelOptions {
+        max_queued_inputs: model.max_queued_inputs,
+        prompts: model
+            .prompts
+            .iter()
+            .map(|(name, prefix)| (name.clone(), prefix.clone()))
+            .collect(),
+        default_prompt: model.default_prompt.clone(),
+        fallback: model.fallback.clone(),
+    }
+}
+
+fn onnx_settings(name: &str, model: &ModelConfig) -> OnnxModelSettings {
+    OnnxModelSettings {
+        info: model_info(name, model),
+        dir: model.dir.clone().unwrap_or_default(),
+        graph: model.graph.clone(),
+        sessions: model.sessions,
+        intra_threads: model.intra_threads,
+        max_batch_tokens: model.max_batch_tokens,
+    }
+}
