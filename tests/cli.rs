@@ -124,6 +124,34 @@ fn bad_configuration_names_the_key() {
             "models.tiny.endpoints",
         ),
         ("[grpc]\nupstream = \"localhost:50051\"\n", "grpc.upstream"),
+        (
+            "[models.all-minilm]\nfallback = \"all-minilm\"\n",
+            "models.all-minilm.fallback",
+        ),
+        (
+            "[models.all-minilm]\nfallback = \"nowhere\"\n",
+            "models.all-minilm.fallback",
+        ),
+        (
+            "[models.\"all-minilm:int8\"]\ndimensions = 256\n[models.all-minilm]\nfallback = \"all-minilm:int8\"\n",
+            "models.all-minilm.fallback",
+        ),
+        (
+            "[models.all-minilm]\ndefault_prompt = \"query\"\n",
+            "models.all-minilm.default_prompt",
+        ),
+        (
+            "[models.all-minilm]\nenabled = false\n[models.\"all-minilm:int8\"]\nenabled = false\n",
+            "models",
+        ),
+        (
+            "[upstream.retry]\nmax_attempts = 0\n",
+            "upstream.retry.max_attempts",
+        ),
+        (
+            "[upstream.breaker]\nfailure_threshold = 0\n",
+            "upstream.breaker.failure_threshold",
+        ),
         ("[cache]\nredis_url = \"localhost\"\n", "cache.redis_url"),
     ];
     for (i, (toml, key)) in cases.iter().enumerate() {
