@@ -2,14 +2,18 @@
 //!
 //! This crate owns the HTTP surface (`/v1/embeddings`, `/v1/models`, `/health/`,
 //! `/health/detailed`, `/metrics`), the OpenAI error shape, request ids, CORS, body limits and
-//! HTTP metrics. It holds no business logic and never reaches past the gRPC contract: every
-//! call goes through a tonic channel to `citadel.v1.*`, so anything REST can do, gRPC can too.
+//! HTTP metrics. Beside it sits an Ollama-compatible surface (`/api/embed`, `/api/embeddings`,
+//! `/api/tags`, `/api/version`, errors as Ollama's `{"error": "..."}`) so tools built for Ollama
+//! can point at Citadel unchanged. It holds no business logic and never reaches past the gRPC
+//! contract: every call goes through a tonic channel to `citadel.v1.*`, so anything REST can
+//! do, gRPC can too.
 
 #![forbid(unsafe_code)]
 
 mod error;
 mod extract;
 mod layers;
+mod ollama;
 mod openai;
 mod routes;
 mod state;
@@ -45,6 +49,11 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
         .route("/v1/embeddings", post(routes::embeddings::create))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{*id}", get(routes::models::get))
+        // Ollama's API, for tools built for it.
+        .route("/api/embed", post(routes::ollama::embed))
+        .route("/api/embeddings", post(routes::ollama::embeddings))
+        .route("/api/tags", get(routes::ollama::tags))
+        .route("/api/version", get(routes::ollama::version))
         .route("/health", get(routes::health::live))
         .route("/health/", get(routes::health::live))
         .route("/health/detailed", get(routes::health::detailed))

@@ -3,6 +3,7 @@
 pub mod embeddings;
 pub mod health;
 pub mod models;
+pub mod ollama;
 
 use axum::http::{Method, StatusCode, Uri};
 
