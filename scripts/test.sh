@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need and runs every test: formatting, lints, the Rust unit and
-# end-to-end tests (real servers on free loopback ports), then the official OpenAI SDK and a
-# standard gRPC health client against a running server. Safe to run again.
+# end-to-end tests (real servers on free loopback ports, with Redis and PostgreSQL on loopback:
+# scripts/ensure-services.sh installs and starts them where missing), then the official OpenAI
+# SDK and a standard gRPC health client against a running server. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ if command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
 fi
 
+echo "==> services (redis, postgresql)"
+scripts/ensure-services.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

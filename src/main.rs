@@ -1,13 +1,15 @@
 //! `citadel`: the Citadel Orchestrator binary.
 //!
 //! `citadel serve` runs the REST edge, the gRPC mesh and the in-process models in one process;
-//! `citadel config check` validates a configuration without connecting anywhere. This file owns
-//! the command line only; wiring lives in `serve.rs`.
+//! `citadel config check` validates a configuration without connecting anywhere; `citadel cache
+//! warm` fills a running server's cache (`warm.rs`). This file owns the command line only;
+//! wiring lives in `serve.rs`.
 
 #![forbid(unsafe_code)]
 
 mod models;
 mod serve;
+mod warm;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -32,6 +34,15 @@ enum Command {
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Work with a running server's embedding cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Embed every text of FILE through a running server's gRPC API, so its cache holds them.
+    Warm(warm::WarmArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Cache(CacheCommand::Warm(args)) => warm::run(&args),
         Command::Serve(args) => match args.config.load() {
             Ok(config) => serve::run(config),
             Err(e) => fail(&e),

@@ -1,11 +1,13 @@
 //! Configuration -> the embedding core: one backend per enabled model (in process on ONNX
 //! Runtime, or routed to Ollama / OpenAI-compatible servers), with its queue, prompts and
-//! fallback.
+//! fallback, and the two-level cache in front of them all.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use citadel_config::{BackendKind, Config, ModelConfig, UpstreamConfig};
-use citadel_embeddings::{EmbeddingCore, Limits, ModelInfo, ModelOptions};
+use citadel_cache::{CacheSettings, TwoLevelCache};
+
+use citadel_config::{BackendKind, CacheModeConfig, Config, ModelConfig, UpstreamConfig};
+use citadel_embeddings::{CacheMode, EmbeddingCore, Limits, ModelInfo, ModelOptions};
 use citadel_onnx::{OnnxModel, OnnxModelSettings};
 use citadel_upstream::{
     BreakerPolicy, ClientPool, EndpointSettings, Protocol, RemoteModel, RemoteSettings, RetryPolicy,
@@ -15,6 +17,9 @@ pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
     let mut core = EmbeddingCore::new(Limits {
         max_inputs_per_request: config.embeddings.max_inputs_per_request,
     });
+    if let Some(cache) = cache(config)? {
+        core.set_cache(Arc::new(cache));
+    }
     let clients = ClientPool::new(
         Duration::from_millis(config.upstream.connect_timeout_ms),
         config.upstream.pool_max_idle_per_host,
@@ -35,6 +40,28 @@ pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
         }
     }
     Ok(core)
+}
+
+/// The two-level cache, unless `cache.mode` is off.
+fn cache(config: &Config) -> anyhow::Result<Option<TwoLevelCache>> {
+    let c = &config.cache;
+    let mode = match c.mode {
+        CacheModeConfig::On => CacheMode::On,
+        CacheModeConfig::Off => return Ok(None),
+        CacheModeConfig::ReadOnly => CacheMode::ReadOnly,
+        CacheModeConfig::WriteOnly => CacheMode::WriteOnly,
+    };
+    let settings = CacheSettings {
+        mode,
+        ttl: Duration::from_secs(c.ttl_secs),
+        l1_max_bytes: c.l1_max_bytes,
+        redis_url: (!c.redis_url.is_empty()).then(|| c.redis_url.clone()),
+        redis_timeout: Duration::from_millis(c.redis_timeout_ms),
+        key_prefix: c.key_prefix.clone(),
+    };
+    TwoLevelCache::new(settings)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn remote_settings(name: &str, model: &ModelConfig, upstream: &UpstreamConfig) -> RemoteSettings {
@@ -87,7 +114,35 @@ fn model_info(name: &str, model: &ModelConfig) -> ModelInfo {
             BackendKind::Onnx => "citadel".to_string(),
             other => other.as_str().to_string(),
         },
+        identity: identity(name, model),
     }
+}
+
+/// What the cache keys a model's vectors by. In process: the graph and tokenizer files' sizes
+/// and modification times (a rebuilt graph orphans old vectors; hashing 90 MB at every start
+/// would cost more than it guards). Remote: the upstream model's name. Both add the operator's
+/// `revision`, to bump after re-pulling a model upstream.
+fn identity(name: &str, model: &ModelConfig) -> String {
+    let revision = model.revision.as_deref().unwrap_or("");
+    let source = match model.backend {
+        BackendKind::Onnx => {
+            let dir = model.dir.clone().unwrap_or_default();
+            let stamp = |file: &str| {
+                let meta = std::fs::metadata(dir.join(file)).ok();
+                let modified = meta.as_ref().and_then(|m| m.modified().ok());
+                let nanos = modified
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("{file}:{}:{nanos}", meta.map_or(0, |m| m.len()))
+            };
+            format!("{}|{}", stamp(&model.graph), stamp("tokenizer.json"))
+        }
+        BackendKind::Ollama | BackendKind::Openai => model
+            .upstream_model
+            .clone()
+            .unwrap_or_else(|| name.to_string()),
+    };
+    format!("{name}|{}|{source}|{revision}", model.backend.as_str())
 }
 
 fn model_options(model: &ModelConfig) -> ModelOptions {

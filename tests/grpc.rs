@@ -108,8 +108,10 @@ async fn errors_map_to_grpc_status_codes() {
     let status = client.embed(slow).await.expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 
-    // A full queue: RESOURCE_EXHAUSTED with retry-after, never another failure.
-    let big = request((0..64).map(|i| sentence(i, 120)).collect());
+    // A full queue: RESOURCE_EXHAUSTED with retry-after, never another failure. The cache is
+    // bypassed, or the identical requests would be computed once (single flight).
+    let mut big = request((0..64).map(|i| sentence(i, 120)).collect());
+    big.set_cache_policy(citadel_proto::v1::CachePolicy::NoStore);
     let calls = (0..8).map(|_| {
         let mut client = client.clone();
         let big = big.clone();

@@ -247,10 +247,15 @@ async fn bad_input_gets_openai_errors_with_the_right_status() {
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after_and_loses_nothing_else() {
     let server = Server::with_config("[models.all-minilm]\nmax_queued_inputs = 64\n");
-    let inputs: Vec<String> = (0..64).map(|i| sentence(i, 120)).collect();
-    let request = json!({"model": MODEL, "input": inputs});
+    // Distinct texts per request: identical ones would be computed once by the cache.
+    let requests: Vec<_> = (0..8)
+        .map(|k| {
+            let inputs: Vec<String> = (0..64).map(|i| sentence(k * 64 + i, 120)).collect();
+            json!({"model": MODEL, "input": inputs})
+        })
+        .collect();
     let answers =
-        futures_util::future::join_all((0..8).map(|_| embed_raw(&server, &request))).await;
+        futures_util::future::join_all(requests.iter().map(|r| embed_raw(&server, r))).await;
     let mut limited = 0;
     for (status, headers, body) in &answers {
         match status {

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache_headers;
 mod error;
 mod extract;
 mod layers;

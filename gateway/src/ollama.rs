@@ -69,6 +69,8 @@ impl EmbedRequest {
             normalize: Some(true),
             truncate: self.truncate,
             prompt_name: None,
+            // Set from the request's Cache-Control header by the handler.
+            cache_policy: v1::CachePolicy::Default.into(),
         })
     }
 }
@@ -94,6 +96,8 @@ impl EmbeddingsRequest {
             normalize: Some(false),
             truncate: None,
             prompt_name: None,
+            // Set from the request's Cache-Control header by the handler.
+            cache_policy: v1::CachePolicy::Default.into(),
         })
     }
 }

@@ -62,6 +62,8 @@ impl EmbeddingsRequest {
             normalize: self.normalize,
             truncate: self.truncate,
             prompt_name: self.prompt_name,
+            // Set from the request's Cache-Control header by the handler.
+            cache_policy: v1::CachePolicy::Default.into(),
         };
         Ok((request, format))
     }

@@ -184,6 +184,9 @@ pub struct ModelConfig {
     pub default_prompt: Option<String>,
     /// Model served instead when none of this model's servers can answer (same dimensions).
     pub fallback: Option<String>,
+    /// Part of every cache key: bump it when the model's weights change upstream (after an
+    /// `ollama pull`), so cached vectors of the old weights are never served.
+    pub revision: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -206,6 +209,7 @@ impl Default for ModelConfig {
             prompts: BTreeMap::new(),
             default_prompt: None,
             fallback: None,
+            revision: None,
             enabled: true,
         }
     }
@@ -279,13 +283,32 @@ pub struct DatabaseConfig {
     pub url: String,
 }
 
+/// How the embedding cache is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheModeConfig {
+    On,
+    Off,
+    /// Serve hits, store nothing.
+    ReadOnly,
+    /// Store, never serve.
+    WriteOnly,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
-    pub enabled: bool,
+    pub mode: CacheModeConfig,
+    /// How long a vector stays cached, in both levels.
     pub ttl_secs: u64,
+    /// Bound of the in-process L1, in bytes of vectors and keys; 0 turns L1 off.
+    pub l1_max_bytes: u64,
     /// Redis for the shared L2 cache; empty means in-process only.
     pub redis_url: String,
+    /// Longest a request waits on Redis before going on without it.
+    pub redis_timeout_ms: u64,
+    /// Prefix of every Redis key (a versioned namespace is added after it).
+    pub key_prefix: String,
 }
 
 impl Config {

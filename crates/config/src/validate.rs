@@ -51,6 +51,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     {
         return invalid("database.url", "must start with sqlite: or postgres://");
     }
+    positive("cache.ttl_secs", cfg.cache.ttl_secs)?;
+    positive("cache.redis_timeout_ms", cfg.cache.redis_timeout_ms)?;
+    if cfg.cache.key_prefix.is_empty() || cfg.cache.key_prefix.contains(char::is_whitespace) {
+        return invalid("cache.key_prefix", "must be non-empty without spaces");
+    }
     let redis = &cfg.cache.redis_url;
     if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
         return invalid(

@@ -17,6 +17,9 @@ pub struct ModelInfo {
     /// "onnx", "ollama", "openai".
     pub backend: &'static str,
     pub owned_by: String,
+    /// What makes this model's vectors what they are (backend, upstream model or graph
+    /// digest, revision): part of every cache key, so a changed model never serves old vectors.
+    pub identity: String,
 }
 
 /// Where a model is in its life.

@@ -13,6 +13,8 @@ use tokio::{
 
 use crate::{
     Backend, BackendRequest, EmbedError, EndpointView, ModelInfo, ModelState, StageTiming,
+    cache::{CachePolicy, CacheStatus, EmbeddingCache},
+    flight::Flights,
     metrics::metrics,
     postprocess,
     validate::{prompt_prefix, validate},
@@ -50,6 +52,7 @@ pub struct EmbedParams {
     pub truncate: bool,
     /// A prompt configured for the model (`query`, `document`, ...).
     pub prompt_name: Option<String>,
+    pub cache_policy: CachePolicy,
     /// When the caller stops waiting (from `grpc-timeout`).
     pub deadline: Option<Instant>,
 }
@@ -60,9 +63,12 @@ pub struct Embedded {
     /// Canonical name of the model that produced the vectors (the fallback's, if it served).
     pub model: String,
     pub vectors: Vec<Vec<f32>>,
+    /// Tokens the model processed for this request (inputs served from the cache cost none).
     pub prompt_tokens: u64,
     pub timing: StageTiming,
     pub total: Duration,
+    /// Inputs served from the cache.
+    pub cached: usize,
 }
 
 /// A model as listed to clients.
@@ -78,20 +84,22 @@ pub struct ModelView {
     pub fallback: Option<String>,
 }
 
-struct Entry {
-    backend: Arc<dyn Backend>,
+pub(crate) struct Entry {
+    pub(crate) backend: Arc<dyn Backend>,
     /// One permit per input waiting or running; bounds the model's queue.
     queue: Arc<Semaphore>,
-    capacity: usize,
+    pub(crate) capacity: usize,
     created: i64,
-    options: ModelOptions,
+    pub(crate) options: ModelOptions,
 }
 
 pub struct EmbeddingCore {
     entries: Vec<Entry>,
     /// Canonical names and aliases -> index in `entries`.
     names: HashMap<String, usize>,
-    limits: Limits,
+    pub(crate) limits: Limits,
+    pub(crate) cache: Option<Arc<dyn EmbeddingCache>>,
+    pub(crate) flights: Arc<Flights>,
 }
 
 impl EmbeddingCore {
@@ -100,7 +108,18 @@ impl EmbeddingCore {
             entries: Vec::new(),
             names: HashMap::new(),
             limits,
+            cache: None,
+            flights: Arc::default(),
         }
+    }
+
+    /// Puts `cache` in front of every model.
+    pub fn set_cache(&mut self, cache: Arc<dyn EmbeddingCache>) {
+        self.cache = Some(cache);
+    }
+
+    pub fn cache_status(&self) -> Option<CacheStatus> {
+        self.cache.as_ref().map(|c| c.status())
     }
 
     /// Adds a model with its queue bound, prompts and fallback.
@@ -176,7 +195,37 @@ impl EmbeddingCore {
             ModelState::Loading => return Err(unavailable(info, "the model is still loading")),
             ModelState::Failed(reason) => return Err(unavailable(info, &reason)),
         }
-        let n = params.inputs.len();
+        let work = self.serve(entry, params, dims, prefix);
+        let served =
+            match params.deadline {
+                Some(deadline) => timeout_at(deadline, work).await.map_err(|_| {
+                    EmbedError::DeadlineExceeded {
+                        elapsed: started.elapsed(),
+                    }
+                })??,
+                None => work.await?,
+            };
+        Ok(Embedded {
+            model: info.name.clone(),
+            vectors: served.vectors,
+            prompt_tokens: served.prompt_tokens,
+            timing: served.timing,
+            total: started.elapsed(),
+            cached: served.cached,
+        })
+    }
+
+    /// Runs `inputs` (prefixed) through the model, holding one queue permit per input, and
+    /// shapes the vectors: the first `dims` components, L2-normalised if asked.
+    pub(crate) async fn compute(
+        &self,
+        entry: &Entry,
+        params: &EmbedParams,
+        inputs: Vec<String>,
+        dims: usize,
+    ) -> Result<Computed, EmbedError> {
+        let info = entry.backend.info();
+        let n = inputs.len();
         let _permits = entry
             .queue
             .clone()
@@ -186,26 +235,12 @@ impl EmbeddingCore {
                 queued: entry.capacity - entry.queue.available_permits(),
                 retry_after: RETRY_AFTER,
             })?;
-
         let request = BackendRequest {
-            inputs: params
-                .inputs
-                .iter()
-                .map(|s| format!("{prefix}{s}"))
-                .collect(),
+            inputs,
             truncate: params.truncate,
             deadline: params.deadline,
         };
-        let work = entry.backend.embed(request);
-        let output =
-            match params.deadline {
-                Some(deadline) => timeout_at(deadline, work).await.map_err(|_| {
-                    EmbedError::DeadlineExceeded {
-                        elapsed: started.elapsed(),
-                    }
-                })??,
-                None => work.await?,
-            };
+        let output = entry.backend.embed(request).await?;
         if output.vectors.len() != n
             || output
                 .vectors
@@ -221,7 +256,6 @@ impl EmbeddingCore {
                 message,
             });
         }
-
         let mut vectors = output.vectors;
         for v in &mut vectors {
             // Keep the first `dims` components, as OpenAI's `dimensions` and Ollama do.
@@ -230,12 +264,10 @@ impl EmbeddingCore {
                 postprocess::l2_normalize(v);
             }
         }
-        Ok(Embedded {
-            model: info.name.clone(),
+        Ok(Computed {
             vectors,
             prompt_tokens: output.prompt_tokens,
             timing: output.timing,
-            total: started.elapsed(),
         })
     }
 
@@ -285,6 +317,13 @@ impl EmbeddingCore {
     pub fn close(&self) {
         self.entries.iter().for_each(|e| e.backend.close());
     }
+}
+
+/// Shaped vectors fresh from a backend.
+pub(crate) struct Computed {
+    pub(crate) vectors: Vec<Vec<f32>>,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) timing: StageTiming,
 }
 
 fn view(entry: &Entry) -> ModelView {

@@ -9,6 +9,7 @@ pub(crate) struct CoreMetrics {
     inputs: Counter<u64>,
     tokens: Counter<u64>,
     fallbacks: Counter<u64>,
+    cache_inputs: Counter<u64>,
 }
 
 pub(crate) fn metrics() -> &'static CoreMetrics {
@@ -27,6 +28,10 @@ pub(crate) fn metrics() -> &'static CoreMetrics {
             tokens: meter
                 .u64_counter("citadel.embed.tokens")
                 .with_description("Tokens processed by the model")
+                .build(),
+            cache_inputs: meter
+                .u64_counter("citadel.cache.lookups")
+                .with_description("Inputs looked up in the embedding cache, by result (hit, miss)")
                 .build(),
             fallbacks: meter
                 .u64_counter("citadel.embed.fallbacks")
@@ -57,5 +62,15 @@ impl CoreMetrics {
             KeyValue::new("fallback", to.to_string()),
         ];
         self.fallbacks.add(1, &attrs);
+    }
+
+    pub(crate) fn cache_lookup(&self, model: &str, hits: usize, misses: usize) {
+        for (result, n) in [("hit", hits), ("miss", misses)] {
+            let attrs = [
+                KeyValue::new("model", model.to_string()),
+                KeyValue::new("result", result),
+            ];
+            self.cache_inputs.add(n as u64, &attrs);
+        }
     }
 }

@@ -66,6 +66,7 @@ fn stub(name: &str, delay: Duration, state: ModelState) -> Arc<Stub> {
         max_input_tokens: 16,
         backend: "stub",
         owned_by: "test".into(),
+        identity: format!("stub:{name}"),
     };
     let (state, _) = watch::channel(state);
     let seen = Mutex::default();
@@ -104,6 +105,7 @@ fn params(inputs: &[&str]) -> EmbedParams {
         normalize: true,
         truncate: true,
         prompt_name: None,
+        cache_policy: Default::default(),
         deadline: None,
     }
 }

@@ -1,13 +1,20 @@
 //! Protobuf messages <-> embedding-core types.
 
 use citadel_embeddings::{
-    BreakerState, EmbedParams, Embedded, EndpointView, ModelState, ModelView,
+    BreakerState, CacheLevelStatus, CachePolicy, CacheStatus, EmbedParams, Embedded, EndpointView,
+    ModelState, ModelView,
 };
 use citadel_proto::v1;
 use tokio::time::Instant;
 
 pub(crate) fn embed_params(request: v1::EmbedRequest, deadline: Option<Instant>) -> EmbedParams {
+    let cache_policy = match request.cache_policy() {
+        v1::CachePolicy::Default => CachePolicy::Default,
+        v1::CachePolicy::NoCache => CachePolicy::NoCache,
+        v1::CachePolicy::NoStore => CachePolicy::NoStore,
+    };
     EmbedParams {
+        cache_policy,
         model: request.model,
         inputs: request.inputs,
         dimensions: request.dimensions,
@@ -21,6 +28,7 @@ pub(crate) fn embed_params(request: v1::EmbedRequest, deadline: Option<Instant>)
 pub(crate) fn embed_response(done: Embedded) -> v1::EmbedResponse {
     let tokens = u32::try_from(done.prompt_tokens).unwrap_or(u32::MAX);
     v1::EmbedResponse {
+        cached: u32::try_from(done.cached).unwrap_or(u32::MAX),
         model: done.model,
         embeddings: done
             .vectors
@@ -78,5 +86,42 @@ fn endpoint(view: EndpointView) -> v1::Endpoint {
         consecutive_failures: view.consecutive_failures,
         last_error: view.last_error.unwrap_or_default(),
         latency_us: view.latency.as_micros() as u64,
+    }
+}
+
+/// No cache configured reads as mode "off" with both levels disabled.
+pub(crate) fn cache_status(status: Option<CacheStatus>) -> v1::CacheStatus {
+    let Some(status) = status else {
+        let disabled = || {
+            Some(level(CacheLevelStatus {
+                state: "disabled",
+                ..Default::default()
+            }))
+        };
+        return v1::CacheStatus {
+            mode: "off".into(),
+            l1: disabled(),
+            l2: disabled(),
+            ..Default::default()
+        };
+    };
+    v1::CacheStatus {
+        mode: status.mode.into(),
+        l1: Some(level(status.l1)),
+        l2: Some(level(status.l2)),
+        hit_rate: status.hit_rate,
+        ttl_seconds: status.ttl_seconds,
+    }
+}
+
+fn level(status: CacheLevelStatus) -> v1::CacheLevel {
+    v1::CacheLevel {
+        state: status.state.into(),
+        last_error: status.last_error.unwrap_or_default(),
+        hits: status.hits,
+        misses: status.misses,
+        errors: status.errors,
+        entries: status.entries,
+        bytes: status.bytes,
     }
 }

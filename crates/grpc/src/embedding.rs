@@ -88,6 +88,14 @@ impl EmbeddingService for EmbeddingApi {
             .map_err(to_status)?;
         Ok(Response::new(convert::model(view)))
     }
+
+    async fn get_cache_status(
+        &self,
+        _request: Request<v1::GetCacheStatusRequest>,
+    ) -> Result<Response<v1::CacheStatus>, Status> {
+        let status = convert::cache_status(self.core.cache_status());
+        Ok(Response::new(status))
+    }
 }
 
 async fn answer(

@@ -3,6 +3,7 @@
 use axum::{extract::State, http::HeaderMap, response::IntoResponse};
 
 use crate::{
+    cache_headers,
     error::ApiError,
     extract::Json,
     openai::{EmbeddingsRequest, EmbeddingsResponse},
@@ -14,10 +15,15 @@ pub async fn create(
     headers: HeaderMap,
     Json(body): Json<EmbeddingsRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (request, format) = body.into_proto()?;
+    let (mut request, format) = body.into_proto()?;
+    request.set_cache_policy(cache_headers::policy(&headers));
     let mut client = state.embeddings.clone();
     let response = state
         .call(client.embed(state.request(request, &headers)))
         .await?;
-    Ok(axum::Json(EmbeddingsResponse::from_proto(response, format)))
+    let hits = cache_headers::hits(response.cached);
+    Ok((
+        hits,
+        axum::Json(EmbeddingsResponse::from_proto(response, format)),
+    ))
 }

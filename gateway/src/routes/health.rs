@@ -43,6 +43,8 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
             true,
         ),
     };
+    let cache = cache_health(&state, &headers).await;
+    let degraded = degraded || cache["l2"]["state"] == "degraded";
     let serving = service == ServingStatus::Serving.as_str_name();
     // Degraded still answers 200: the process serves, some model cannot right now, and a
     // load balancer pulling it would not bring that model's servers back.
@@ -58,6 +60,7 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
         "components": {
             "grpc": {"upstream": &*state.upstream, "service": EMBEDDING_SERVICE, "state": service, "version": VERSION},
             "models": models,
+            "cache": cache,
         },
     });
     let status = if serving {
@@ -66,6 +69,32 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))
+}
+
+/// The cache's mode, levels and hit rate; a degraded level leaves requests working.
+async fn cache_health(state: &AppState, headers: &HeaderMap) -> Value {
+    let mut client = state.embeddings.clone();
+    let request = state.request(v1::GetCacheStatusRequest {}, headers);
+    let status = match state.call(client.get_cache_status(request)).await {
+        Ok(status) => status,
+        Err(e) => return json!({"state": "unknown", "error": e.message}),
+    };
+    let level = |l: Option<v1::CacheLevel>| {
+        let l = l.unwrap_or_default();
+        let mut v = json!({"state": l.state, "hits": l.hits, "misses": l.misses,
+            "errors": l.errors, "entries": l.entries, "bytes": l.bytes});
+        if !l.last_error.is_empty() {
+            v["last_error"] = l.last_error.into();
+        }
+        v
+    };
+    json!({
+        "mode": status.mode,
+        "hit_rate": status.hit_rate,
+        "ttl_seconds": status.ttl_seconds,
+        "l1": level(status.l1),
+        "l2": level(status.l2),
+    })
 }
 
 async fn grpc_health(state: &AppState, headers: &HeaderMap, service: &str) -> String {

@@ -8,6 +8,7 @@ use citadel_proto::v1;
 use serde_json::{Value, json};
 
 use crate::{
+    cache_headers::{self, CacheHits},
     error::ApiError,
     extract,
     ollama::{
@@ -27,15 +28,17 @@ pub async fn embed(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body<EmbedRequest>,
-) -> Result<Json<EmbedResponse>, OllamaError> {
+) -> Result<(CacheHits, Json<EmbedResponse>), OllamaError> {
     let extract::Json(body) = body?;
-    let request = body.into_proto()?;
+    let mut request = body.into_proto()?;
+    request.set_cache_policy(cache_headers::policy(&headers));
     let requested = request.model.clone();
     let mut client = state.embeddings.clone();
     let response = state
         .call(client.embed(state.request(request, &headers)))
         .await?;
-    Ok(Json(EmbedResponse::from_proto(response, requested)))
+    let hits = cache_headers::hits(response.cached);
+    Ok((hits, Json(EmbedResponse::from_proto(response, requested))))
 }
 
 pub async fn embeddings(

@@ -1,0 +1,226 @@
+//! L2: Redis through a bb8 pool. One `MGET` per lookup and one pipelined `SET .. EX` per write,
+//! never a round trip per input. Redis down, slow or restarted must not fail or slow requests
+//! past `timeout`: the first failure marks the level degraded, requests skip it from then on,
+//! and a background task pings through a fresh pool until Redis answers again, then swaps that
+//! pool in (connections of the old one may point at a Redis that has restarted).
+
+use std::{
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bb8_redis::RedisConnectionManager;
+use citadel_embeddings::{CacheKey, CacheLevelStatus, CachedVector};
+
+use crate::{codec, metrics::CacheMetrics};
+
+/// How often a degraded level checks whether Redis is back.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+/// Writes are off the request path: they may take longer than lookups.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Pool = bb8::Pool<RedisConnectionManager>;
+
+pub(crate) struct RedisLevel {
+    url: String,
+    pool: RwLock<Pool>,
+    prefix: String,
+    ttl_secs: u64,
+    timeout: Duration,
+    degraded: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    metrics: Arc<CacheMetrics>,
+}
+
+impl RedisLevel {
+    /// Connects lazily: a Redis that is down at start degrades the cache, not the start.
+    pub(crate) fn new(
+        url: &str,
+        key_prefix: &str,
+        ttl: Duration,
+        timeout: Duration,
+        metrics: Arc<CacheMetrics>,
+    ) -> Result<Arc<Self>, String> {
+        let pool = new_pool(url, timeout)?;
+        Ok(Arc::new(RedisLevel {
+            url: url.to_string(),
+            pool: RwLock::new(pool),
+            prefix: format!("{key_prefix}:v1:"),
+            ttl_secs: ttl.as_secs().max(1),
+            timeout,
+            degraded: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            metrics,
+        }))
+    }
+
+    fn pool(&self) -> Pool {
+        self.pool
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn redis_key(&self, key: &CacheKey) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + 64);
+        out.push_str(&self.prefix);
+        for b in key {
+            out.push_str(&format!("{b:02x}"));
+        }
+        out
+    }
+
+    /// One answer per key; all `None` while degraded or when Redis fails within the timeout.
+    pub(crate) async fn get_many(
+        self: &Arc<Self>,
+        keys: &[CacheKey],
+        dims: usize,
+    ) -> Vec<Option<CachedVector>> {
+        if keys.is_empty() || self.degraded.load(Ordering::Acquire) {
+            return vec![None; keys.len()];
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.redis_key(k)).collect();
+        let work = async {
+            let pool = self.pool();
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            redis::cmd("MGET")
+                .arg(&names)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let error = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(values)) if values.len() == keys.len() => return self.found(&values, dims),
+            Ok(Ok(_)) => "MGET answered the wrong number of values".to_string(),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {}ms", self.timeout.as_millis()),
+        };
+        self.failed("get", &error);
+        vec![None; keys.len()]
+    }
+
+    fn found(&self, values: &[Option<Vec<u8>>], dims: usize) -> Vec<Option<CachedVector>> {
+        let found: Vec<Option<CachedVector>> = values
+            .iter()
+            .map(|v| v.as_deref().and_then(|bytes| codec::decode(bytes, dims)))
+            .collect();
+        let hits = found.iter().filter(|v| v.is_some()).count() as u64;
+        let misses = values.len() as u64 - hits;
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses.fetch_add(misses, Ordering::Relaxed);
+        self.metrics.lookups("l2", hits, misses);
+        found
+    }
+
+    /// Stores in the background: one pipeline of `SET key value EX ttl`.
+    pub(crate) fn put_many(self: &Arc<Self>, entries: Vec<(CacheKey, CachedVector)>) {
+        if entries.is_empty() || self.degraded.load(Ordering::Acquire) {
+            return;
+        }
+        let level = self.clone();
+        tokio::spawn(async move {
+            let mut pipe = redis::pipe();
+            let mut bytes = 0u64;
+            for (key, vector) in &entries {
+                let value = codec::encode(vector);
+                bytes += value.len() as u64;
+                pipe.cmd("SET")
+                    .arg(level.redis_key(key))
+                    .arg(value)
+                    .arg("EX")
+                    .arg(level.ttl_secs)
+                    .ignore();
+            }
+            let work = async {
+                let pool = level.pool();
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                pipe.query_async::<()>(&mut *conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(WRITE_TIMEOUT, work).await {
+                Ok(Ok(())) => level.metrics.written("l2", bytes),
+                Ok(Err(e)) => level.failed("set", &e),
+                Err(_) => level.failed("set", "no answer to the write pipeline"),
+            }
+        });
+    }
+
+    /// Counts the failure, degrades the level, and starts reconnecting (once).
+    fn failed(self: &Arc<Self>, op: &'static str, error: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.error("l2", op);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error.to_string());
+        }
+        if !self.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%error, "Redis cache unreachable: serving without L2 until it answers");
+            tokio::spawn(self.clone().reconnect());
+        }
+    }
+
+    async fn reconnect(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RECONNECT_EVERY).await;
+            let Ok(pool) = new_pool(&self.url, self.timeout) else {
+                return;
+            };
+            let ping = async {
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut *conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(self.timeout, ping).await {
+                *self
+                    .pool
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = pool;
+                self.degraded.store(false, Ordering::Release);
+                tracing::info!("Redis cache reachable again");
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn status(&self) -> CacheLevelStatus {
+        let degraded = self.degraded.load(Ordering::Acquire);
+        CacheLevelStatus {
+            state: if degraded { "degraded" } else { "ok" },
+            last_error: self
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .filter(|_| degraded),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            entries: 0,
+            bytes: 0,
+        }
+    }
+}
+
+/// A lazily connecting pool: a Redis that is down makes lookups fail fast, not the start.
+fn new_pool(url: &str, timeout: Duration) -> Result<Pool, String> {
+    let manager = RedisConnectionManager::new(url)
+        .map_err(|e| format!("cache.redis_url `{url}` is not a Redis URL: {e}"))?;
+    Ok(bb8::Pool::builder()
+        .max_size(8)
+        .connection_timeout(timeout)
+        // A PING per checkout would double the round trips; a failed operation degrades
+        // the level and the reconnect swaps in a fresh pool.
+        .test_on_check_out(false)
+        .build_unchecked(manager))
+}

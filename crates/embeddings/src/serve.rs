@@ -1,0 +1,147 @@
+//! One request through the cache: look every input up, compute only the misses (once across
+//! concurrent requests), store them, and answer in input order.
+
+use std::sync::Arc;
+
+use crate::{
+    EmbedError, EmbedParams, StageTiming,
+    cache::{CachePolicy, CachedVector, KeyOptions, key},
+    core::{EmbeddingCore, Entry},
+    flight,
+    metrics::metrics,
+};
+
+/// Vectors in input order, and how they were obtained.
+pub(crate) struct Served {
+    pub(crate) vectors: Vec<Vec<f32>>,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) timing: StageTiming,
+    pub(crate) cached: usize,
+}
+
+impl EmbeddingCore {
+    pub(crate) async fn serve(
+        &self,
+        entry: &Entry,
+        params: &EmbedParams,
+        dims: usize,
+        prefix: &str,
+    ) -> Result<Served, EmbedError> {
+        let prefixed = |i: usize| format!("{prefix}{}", params.inputs[i]);
+        let (read, write) = match (&self.cache, params.cache_policy) {
+            (None, _) | (_, CachePolicy::NoStore) => (false, false),
+            (Some(cache), CachePolicy::NoCache) => (false, cache.mode().writes()),
+            (Some(cache), CachePolicy::Default) => (cache.mode().reads(), cache.mode().writes()),
+        };
+        let (Some(cache), true) = (&self.cache, read || write) else {
+            let all = (0..params.inputs.len()).map(prefixed).collect();
+            let computed = self.compute(entry, params, all, dims).await?;
+            return Ok(Served {
+                vectors: computed.vectors,
+                prompt_tokens: computed.prompt_tokens,
+                timing: computed.timing,
+                cached: 0,
+            });
+        };
+
+        let info = entry.backend.info();
+        let options = KeyOptions {
+            identity: &info.identity,
+            dimensions: dims,
+            normalize: params.normalize,
+            truncate: params.truncate,
+            prefix,
+        }
+        .hasher();
+        let keys: Vec<_> = params.inputs.iter().map(|t| key(&options, t)).collect();
+        let mut slots: Vec<Option<CachedVector>> = match read {
+            true => cache.get_many(&keys, dims).await,
+            false => vec![None; keys.len()],
+        };
+        let cached = slots.iter().filter(|s| s.is_some()).count();
+        metrics().cache_lookup(&info.name, cached, keys.len() - cached);
+        let missing: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].is_none()).collect();
+        if missing.is_empty() {
+            return assemble(slots, 0, StageTiming::default(), cached);
+        }
+
+        // Only a request that reads may share another's vectors: no-cache means fresh.
+        let mut claim = match read {
+            true => self.flights.claim(&keys, &missing),
+            false => self.flights.claim_none(&missing),
+        };
+        let owned = std::mem::take(&mut claim.owned);
+        let mut prompt_tokens = 0;
+        let mut timing = StageTiming::default();
+        if !owned.is_empty() {
+            let inputs = owned.iter().map(|&i| prefixed(i)).collect();
+            let computed = self.compute(entry, params, inputs, dims).await?;
+            let vectors: Vec<CachedVector> = computed.vectors.into_iter().map(Arc::from).collect();
+            claim.publish(&vectors);
+            if write {
+                cache.put_many(
+                    owned
+                        .iter()
+                        .map(|&i| keys[i])
+                        .zip(vectors.clone())
+                        .collect(),
+                );
+            }
+            for (&i, v) in owned.iter().zip(vectors) {
+                slots[i] = Some(v);
+            }
+            prompt_tokens = computed.prompt_tokens;
+            timing = computed.timing;
+        }
+        // Vectors another request is computing; if it fails, compute them here.
+        let mut orphans = Vec::new();
+        for (i, slot) in std::mem::take(&mut claim.waiting) {
+            match flight::wait(slot).await {
+                Some(v) => slots[i] = Some(v),
+                None => orphans.push(i),
+            }
+        }
+        drop(claim);
+        if !orphans.is_empty() {
+            let inputs = orphans.iter().map(|&i| prefixed(i)).collect();
+            let computed = self.compute(entry, params, inputs, dims).await?;
+            let vectors: Vec<CachedVector> = computed.vectors.into_iter().map(Arc::from).collect();
+            if write {
+                cache.put_many(
+                    orphans
+                        .iter()
+                        .map(|&i| keys[i])
+                        .zip(vectors.clone())
+                        .collect(),
+                );
+            }
+            for (&i, v) in orphans.iter().zip(vectors) {
+                slots[i] = Some(v);
+            }
+            prompt_tokens += computed.prompt_tokens;
+        }
+        assemble(slots, prompt_tokens, timing, cached)
+    }
+}
+
+fn assemble(
+    slots: Vec<Option<CachedVector>>,
+    prompt_tokens: u64,
+    timing: StageTiming,
+    cached: usize,
+) -> Result<Served, EmbedError> {
+    let vectors = slots
+        .into_iter()
+        .map(|v| v.map(|v| v.to_vec()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| EmbedError::Backend {
+            model: "cache".into(),
+            message: "an input was left without a vector".into(),
+        })?;
+    Ok(Served {
+        vectors,
+        prompt_tokens,
+        timing,
+        cached,
+    })
+}
