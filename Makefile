@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench lint
+.PHONY: run test models bench bench-upstream lint
 run:
 	scripts/run.sh
 test:
@@ -8,5 +8,7 @@ models:
 	scripts/setup-models.sh
 bench:
 	bench/run-embeddings.sh
+bench-upstream:
+	bench/run-upstream.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
