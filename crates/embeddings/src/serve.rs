@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     EmbedError, EmbedParams, StageTiming,
-    cache::{CachePolicy, CachedVector, KeyOptions, key},
+    cache::{CacheKey, CachePolicy, CachedVector, EmbeddingCache, KeyOptions, key},
     core::{EmbeddingCore, Entry},
     flight,
     metrics::metrics,
@@ -70,28 +70,25 @@ impl EmbeddingCore {
             true => self.flights.claim(&keys, &missing),
             false => self.flights.claim_none(&missing),
         };
+        let fill = Fill {
+            entry,
+            params,
+            dims,
+            prefix,
+            keys: &keys,
+            cache: write.then_some(cache.as_ref()),
+        };
         let owned = std::mem::take(&mut claim.owned);
-        let mut prompt_tokens = 0;
-        let mut timing = StageTiming::default();
+        let (mut prompt_tokens, mut timing) = (0, StageTiming::default());
         if !owned.is_empty() {
-            let inputs = owned.iter().map(|&i| prefixed(i)).collect();
-            let computed = self.compute(entry, params, inputs, dims).await?;
-            let vectors: Vec<CachedVector> = computed.vectors.into_iter().map(Arc::from).collect();
-            claim.publish(&vectors);
-            if write {
-                cache.put_many(
-                    owned
-                        .iter()
-                        .map(|&i| keys[i])
-                        .zip(vectors.clone())
-                        .collect(),
-                );
-            }
-            for (&i, v) in owned.iter().zip(vectors) {
-                slots[i] = Some(v);
-            }
-            prompt_tokens = computed.prompt_tokens;
-            timing = computed.timing;
+            let computed = self.fill(&fill, &owned, &mut slots).await?;
+            claim.publish(
+                &owned
+                    .iter()
+                    .filter_map(|&i| slots[i].clone())
+                    .collect::<Vec<_>>(),
+            );
+            (prompt_tokens, timing) = computed;
         }
         // Vectors another request is computing; if it fails, compute them here.
         let mut orphans = Vec::new();
@@ -103,24 +100,47 @@ impl EmbeddingCore {
         }
         drop(claim);
         if !orphans.is_empty() {
-            let inputs = orphans.iter().map(|&i| prefixed(i)).collect();
-            let computed = self.compute(entry, params, inputs, dims).await?;
-            let vectors: Vec<CachedVector> = computed.vectors.into_iter().map(Arc::from).collect();
-            if write {
-                cache.put_many(
-                    orphans
-                        .iter()
-                        .map(|&i| keys[i])
-                        .zip(vectors.clone())
-                        .collect(),
-                );
-            }
-            for (&i, v) in orphans.iter().zip(vectors) {
-                slots[i] = Some(v);
-            }
-            prompt_tokens += computed.prompt_tokens;
+            prompt_tokens += self.fill(&fill, &orphans, &mut slots).await?.0;
         }
         assemble(slots, prompt_tokens, timing, cached)
+    }
+}
+
+/// What computing a set of inputs needs to know.
+struct Fill<'a> {
+    entry: &'a Entry,
+    params: &'a EmbedParams,
+    dims: usize,
+    prefix: &'a str,
+    keys: &'a [CacheKey],
+    /// Where to store the results, if this request may write.
+    cache: Option<&'a dyn EmbeddingCache>,
+}
+
+impl EmbeddingCore {
+    /// Computes inputs `indices` into their `slots` and stores them; returns tokens and timing.
+    async fn fill(
+        &self,
+        fill: &Fill<'_>,
+        indices: &[usize],
+        slots: &mut [Option<CachedVector>],
+    ) -> Result<(u64, StageTiming), EmbedError> {
+        let inputs = indices
+            .iter()
+            .map(|&i| format!("{}{}", fill.prefix, fill.params.inputs[i]))
+            .collect();
+        let computed = self
+            .compute(fill.entry, fill.params, inputs, fill.dims)
+            .await?;
+        let vectors: Vec<CachedVector> = computed.vectors.into_iter().map(Arc::from).collect();
+        if let Some(cache) = fill.cache {
+            let keyed = indices.iter().map(|&i| fill.keys[i]).zip(vectors.clone());
+            cache.put_many(keyed.collect());
+        }
+        for (&i, v) in indices.iter().zip(vectors) {
+            slots[i] = Some(v);
+        }
+        Ok((computed.prompt_tokens, computed.timing))
     }
 }
 

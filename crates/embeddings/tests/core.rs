@@ -8,8 +8,9 @@ use std::{
 
 use async_trait::async_trait;
 use citadel_embeddings::{
-    Backend, BackendOutput, BackendRequest, EmbedError, EmbedParams, EmbeddingCore, Limits,
-    ModelInfo, ModelOptions, ModelState,
+    Backend, BackendOutput, BackendRequest, CacheKey, CacheMode, CacheStatus, CachedVector,
+    EmbedError, EmbedParams, EmbeddingCache, EmbeddingCore, Limits, ModelInfo, ModelOptions,
+    ModelState,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -21,6 +22,7 @@ struct Stub {
     state: watch::Sender<ModelState>,
     delay: Duration,
     seen: Mutex<Vec<String>>,
+    calls: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
@@ -44,6 +46,8 @@ impl Backend for Stub {
                 retry_after,
             });
         }
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(self.delay).await;
         let inputs = request.inputs;
         *self.seen.lock().unwrap() = inputs.clone();
@@ -75,6 +79,7 @@ fn stub(name: &str, delay: Duration, state: ModelState) -> Arc<Stub> {
         state,
         delay,
         seen,
+        calls: Default::default(),
     })
 }
 
@@ -267,4 +272,56 @@ async fn an_unavailable_model_is_served_by_its_fallback() {
         Err(EmbedError::Unavailable { .. })
     ));
     assert_eq!(core.wait_ready().await, Ok(()));
+}
+
+/// An in-memory cache, enough to drive the core's cache path.
+#[derive(Default)]
+struct MemoryCache(Mutex<std::collections::HashMap<CacheKey, CachedVector>>);
+
+#[async_trait]
+impl EmbeddingCache for MemoryCache {
+    fn mode(&self) -> CacheMode {
+        CacheMode::On
+    }
+    async fn get_many(&self, keys: &[CacheKey], _dims: usize) -> Vec<Option<CachedVector>> {
+        let map = self.0.lock().unwrap();
+        keys.iter().map(|k| map.get(k).cloned()).collect()
+    }
+    fn put_many(&self, entries: Vec<(CacheKey, CachedVector)>) {
+        self.0.lock().unwrap().extend(entries);
+    }
+    fn status(&self) -> CacheStatus {
+        CacheStatus::default()
+    }
+}
+
+#[tokio::test]
+async fn a_waiter_computes_for_itself_when_the_owner_gives_up() {
+    let backend = stub("stub", Duration::from_millis(200), ModelState::Ready);
+    let mut core = empty_core();
+    core.register(backend.clone(), queue(16));
+    core.set_cache(Arc::new(MemoryCache::default()));
+    let core = Arc::new(core);
+
+    // The owner's deadline passes mid-computation; the waiter has none and must still answer.
+    let mut owner = params(&["a", "b"]);
+    owner.deadline = Some(Instant::now() + Duration::from_millis(50));
+    let waiter = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            core.embed(params(&["a", "b"])).await
+        })
+    };
+    assert!(matches!(
+        core.embed(owner).await,
+        Err(EmbedError::DeadlineExceeded { .. })
+    ));
+    let answer = waiter.await.unwrap().unwrap();
+    assert_eq!((answer.vectors.len(), answer.cached), (2, 0));
+    assert_eq!(backend.calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // Now cached: a third request computes nothing.
+    let again = core.embed(params(&["b", "a"])).await.unwrap();
+    assert_eq!(again.cached, 2);
+    assert_eq!(backend.calls.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
