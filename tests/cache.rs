@@ -281,7 +281,14 @@ impl PrivateRedis {
     fn start(port: u16) -> PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (scripts/ensure-services.sh installs it)");
@@ -310,7 +317,7 @@ impl Drop for PrivateRedis {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_killed_and_restarted_under_load_fails_nothing() {
+async fn redis_slow_then_killed_then_restarted_under_load_fails_nothing() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -326,7 +333,7 @@ async fn redis_killed_and_restarted_under_load_fails_nothing() {
     let load = (0..4).map(|worker| {
         let server = &server;
         async move {
-            let until = Instant::now() + Duration::from_millis(2500);
+            let until = Instant::now() + Duration::from_millis(3500);
             let (mut n, mut slowest) = (0, Duration::ZERO);
             while Instant::now() < until {
                 // Half repeated texts, half new: both levels and the upstream stay busy.
@@ -341,7 +348,18 @@ async fn redis_killed_and_restarted_under_load_fails_nothing() {
         }
     });
     let chaos = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // First slow: Redis stalls for 600 ms; lookups give up after 100 ms.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stall = std::thread::spawn(move || redis_cli(port, &["DEBUG", "SLEEP", "0.6"]));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, health) = get_json(&server, "/health/detailed").await;
+        assert_eq!(
+            health["components"]["cache"]["l2"]["state"], "degraded",
+            "{health}"
+        );
+        let _ = stall.join();
+        // Then dead.
+        tokio::time::sleep(Duration::from_millis(700)).await;
         redis.kill();
         tokio::time::sleep(Duration::from_millis(700)).await;
         let (_, health) = get_json(&server, "/health/detailed").await;
