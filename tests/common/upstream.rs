@@ -81,9 +81,16 @@ pub fn serve(models: &str, probe_ms: u64, attempts: u32) -> Server {
     serve_with_threshold(models, probe_ms, attempts, 3)
 }
 
+///
+/// Routing tests repeat texts and count upstream calls, so the cache is off unless `models`
+/// brings its own `[cache]` section.
 pub fn serve_with_threshold(models: &str, probe_ms: u64, attempts: u32, threshold: u32) -> Server {
+    let cache = match models.contains("[cache]") {
+        true => "",
+        false => "\n[cache]\nmode = \"off\"\n",
+    };
     let config = format!(
-        "{NO_LOCAL_MODELS}{}{models}",
+        "{NO_LOCAL_MODELS}{}{models}{cache}",
         upstream_section(probe_ms, attempts, threshold)
     );
     Server::with_config(&config)
