@@ -93,6 +93,11 @@ async fn partial_hits_compute_only_the_misses_and_keep_order() {
         vectors[2],
         "a cached vector is the computed one"
     );
+    // A cached answer reports the usage its computed twin did.
+    let (_, hits, again) = post(&server, body(&all[..10]), None).await;
+    assert_eq!(hits, 10);
+    assert_eq!(again["usage"], first["usage"]);
+    assert!(first["usage"]["prompt_tokens"].as_u64().unwrap() >= 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,8 +160,8 @@ async fn redis_serves_a_fresh_process_compact_values_with_a_ttl() {
     let key = &keys(6379, &prefix)[0];
     assert_eq!(
         redis_cli(6379, &["STRLEN", key]),
-        (DIMS * 4).to_string(),
-        "raw f32, not JSON"
+        (DIMS * 4 + 4).to_string(),
+        "raw f32 and a u32 token count, not JSON"
     );
     let ttl: u64 = redis_cli(6379, &["TTL", key]).parse().unwrap();
     assert!(ttl > 86_000 && ttl <= 86_400, "24 h TTL, got {ttl}");
@@ -171,7 +176,7 @@ async fn redis_serves_a_fresh_process_compact_values_with_a_ttl() {
     let third = server(&up, &cache_section(REDIS, &prefix, ""));
     let (_, hits, _) = post(&third, body(&inputs), None).await;
     assert_eq!((hits, up.stats().inputs), (7, 9));
-    wait_for(|| redis_cli(6379, &["STRLEN", key]) == (DIMS * 4).to_string()).await;
+    wait_for(|| redis_cli(6379, &["STRLEN", key]) == (DIMS * 4 + 4).to_string()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

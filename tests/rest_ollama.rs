@@ -41,8 +41,7 @@ fn assert_ollama_error(status: u16, body: &Value, expected: u16) -> String {
 
 #[tokio::test]
 async fn embed_matches_v1_embeddings_in_order_single_and_batch() {
-    // Cache off: usage counts the tokens the model processed, which a cache hit does not.
-    let server = Server::with_config("[cache]\nmode = \"off\"\n");
+    let server = Server::start();
     let texts: Vec<String> = (0..12).map(|i| sentence(i, 3 + (i * 7) % 30)).collect();
     let (_, _, openai) = embed_raw(&server, &json!({"model": MODEL, "input": texts})).await;
     let want = float_vectors(&openai);

@@ -13,7 +13,7 @@ use std::{
 };
 
 use bb8_redis::RedisConnectionManager;
-use citadel_embeddings::{CacheKey, CacheLevelStatus, CachedVector};
+use citadel_embeddings::{CacheKey, CacheLevelStatus, CachedEmbedding};
 
 use crate::{codec, metrics::CacheMetrics};
 
@@ -84,7 +84,7 @@ impl RedisLevel {
         self: &Arc<Self>,
         keys: &[CacheKey],
         dims: usize,
-    ) -> Vec<Option<CachedVector>> {
+    ) -> Vec<Option<CachedEmbedding>> {
         if keys.is_empty() || self.degraded.load(Ordering::Acquire) {
             return vec![None; keys.len()];
         }
@@ -108,8 +108,8 @@ impl RedisLevel {
         vec![None; keys.len()]
     }
 
-    fn found(&self, values: &[Option<Vec<u8>>], dims: usize) -> Vec<Option<CachedVector>> {
-        let found: Vec<Option<CachedVector>> = values
+    fn found(&self, values: &[Option<Vec<u8>>], dims: usize) -> Vec<Option<CachedEmbedding>> {
+        let found: Vec<Option<CachedEmbedding>> = values
             .iter()
             .map(|v| v.as_deref().and_then(|bytes| codec::decode(bytes, dims)))
             .collect();
@@ -122,7 +122,7 @@ impl RedisLevel {
     }
 
     /// Stores in the background: one pipeline of `SET key value EX ttl`.
-    pub(crate) fn put_many(self: &Arc<Self>, entries: Vec<(CacheKey, CachedVector)>) {
+    pub(crate) fn put_many(self: &Arc<Self>, entries: Vec<(CacheKey, CachedEmbedding)>) {
         if entries.is_empty() || self.degraded.load(Ordering::Acquire) {
             return;
         }

@@ -22,7 +22,7 @@ use std::{
 
 use async_trait::async_trait;
 use citadel_embeddings::{
-    CacheKey, CacheLevelStatus, CacheMode, CacheStatus, CachedVector, EmbeddingCache,
+    CacheKey, CacheLevelStatus, CacheMode, CacheStatus, CachedEmbedding, EmbeddingCache,
 };
 
 use crate::{l2::RedisLevel, metrics::CacheMetrics};
@@ -42,7 +42,7 @@ pub struct TwoLevelCache {
     mode: CacheMode,
     ttl: Duration,
     /// `None` when `l1_max_bytes` is 0: every lookup goes to Redis.
-    l1: Option<moka::sync::Cache<CacheKey, CachedVector>>,
+    l1: Option<moka::sync::Cache<CacheKey, CachedEmbedding>>,
     l1_hits: AtomicU64,
     l1_misses: AtomicU64,
     l2: Option<Arc<RedisLevel>>,
@@ -56,9 +56,9 @@ impl TwoLevelCache {
         let l1 = (settings.l1_max_bytes > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(settings.l1_max_bytes)
-                .weigher(|_key, vector: &CachedVector| {
+                .weigher(|_key, entry: &CachedEmbedding| {
                     // The key, the vector, and moka's own bookkeeping (about 100 bytes).
-                    u32::try_from(32 + 100 + vector.len() * 4).unwrap_or(u32::MAX)
+                    u32::try_from(32 + 100 + entry.vector.len() * 4).unwrap_or(u32::MAX)
                 })
                 .time_to_live(settings.ttl)
                 .build()
@@ -91,11 +91,11 @@ impl EmbeddingCache for TwoLevelCache {
         self.mode
     }
 
-    async fn get_many(&self, keys: &[CacheKey], dims: usize) -> Vec<Option<CachedVector>> {
-        let mut found: Vec<Option<CachedVector>> = match &self.l1 {
+    async fn get_many(&self, keys: &[CacheKey], dims: usize) -> Vec<Option<CachedEmbedding>> {
+        let mut found: Vec<Option<CachedEmbedding>> = match &self.l1 {
             Some(l1) => keys
                 .iter()
-                .map(|k| l1.get(k).filter(|v| v.len() == dims))
+                .map(|k| l1.get(k).filter(|v| v.vector.len() == dims))
                 .collect(),
             None => vec![None; keys.len()],
         };
@@ -121,8 +121,8 @@ impl EmbeddingCache for TwoLevelCache {
         found
     }
 
-    fn put_many(&self, entries: Vec<(CacheKey, CachedVector)>) {
-        let bytes: usize = entries.iter().map(|(_, v)| v.len() * 4).sum();
+    fn put_many(&self, entries: Vec<(CacheKey, CachedEmbedding)>) {
+        let bytes: usize = entries.iter().map(|(_, e)| e.vector.len() * 4).sum();
         if let Some(l1) = &self.l1 {
             for (key, vector) in &entries {
                 l1.insert(*key, vector.clone());

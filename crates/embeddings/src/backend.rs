@@ -81,6 +81,9 @@ pub struct BackendOutput {
     pub vectors: Vec<Vec<f32>>,
     /// Tokens processed, over all inputs.
     pub prompt_tokens: u64,
+    /// Tokens of each input, when the backend knows them (empty otherwise: the core then
+    /// shares `prompt_tokens` out by input length).
+    pub input_tokens: Vec<u32>,
     pub timing: StageTiming,
 }
 

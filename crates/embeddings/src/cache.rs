@@ -17,8 +17,13 @@ const KEY_VERSION: &[u8] = b"citadel-embedding-cache-v1";
 /// A cache key: the SHA-256 digest.
 pub type CacheKey = [u8; 32];
 
-/// A cached vector, shared between the cache and the responses built from it.
-pub type CachedVector = Arc<[f32]>;
+/// A cached vector and the tokens its input counted (so a cached answer reports the same
+/// usage as a computed one), shared between the cache and the responses built from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedEmbedding {
+    pub vector: Arc<[f32]>,
+    pub tokens: u32,
+}
 
 /// Which way the server's cache works (`cache.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +96,10 @@ pub trait EmbeddingCache: Send + Sync + 'static {
     fn mode(&self) -> CacheMode;
 
     /// One answer per key, in order; a stored value of the wrong length is a miss.
-    async fn get_many(&self, keys: &[CacheKey], dims: usize) -> Vec<Option<CachedVector>>;
+    async fn get_many(&self, keys: &[CacheKey], dims: usize) -> Vec<Option<CachedEmbedding>>;
 
     /// Stores freshly computed vectors (without delaying the caller on a slow store).
-    fn put_many(&self, entries: Vec<(CacheKey, CachedVector)>);
+    fn put_many(&self, entries: Vec<(CacheKey, CachedEmbedding)>);
 
     fn status(&self) -> CacheStatus;
 }

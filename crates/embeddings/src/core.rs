@@ -63,7 +63,7 @@ pub struct Embedded {
     /// Canonical name of the model that produced the vectors (the fallback's, if it served).
     pub model: String,
     pub vectors: Vec<Vec<f32>>,
-    /// Tokens the model processed for this request (inputs served from the cache cost none).
+    /// Tokens of the inputs (a cached input reports what it counted when computed).
     pub prompt_tokens: u64,
     pub timing: StageTiming,
     pub total: Duration,
@@ -235,6 +235,7 @@ impl EmbeddingCore {
                 queued: entry.capacity - entry.queue.available_permits(),
                 retry_after: RETRY_AFTER,
             })?;
+        let request_inputs: Vec<usize> = inputs.iter().map(String::len).collect();
         let request = BackendRequest {
             inputs,
             truncate: params.truncate,
@@ -264,9 +265,14 @@ impl EmbeddingCore {
                 postprocess::l2_normalize(v);
             }
         }
+        let input_tokens = match output.input_tokens.len() == n {
+            true => output.input_tokens,
+            false => share_tokens(output.prompt_tokens, &request_inputs),
+        };
         Ok(Computed {
             vectors,
             prompt_tokens: output.prompt_tokens,
+            input_tokens,
             timing: output.timing,
         })
     }
@@ -323,7 +329,37 @@ impl EmbeddingCore {
 pub(crate) struct Computed {
     pub(crate) vectors: Vec<Vec<f32>>,
     pub(crate) prompt_tokens: u64,
+    /// Per input: what a cached copy will report as its usage.
+    pub(crate) input_tokens: Vec<u32>,
     pub(crate) timing: StageTiming,
+}
+
+/// Shares `total` tokens out over inputs in proportion to their byte lengths, summing exactly to
+/// `total` (largest remainder). For backends that count tokens per call only.
+fn share_tokens(total: u64, lengths: &[usize]) -> Vec<u32> {
+    let bytes: u64 = lengths.iter().map(|&l| l as u64).sum::<u64>().max(1);
+    let mut shares: Vec<(u64, u64, usize)> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            let exact = total * l as u64;
+            (exact / bytes, exact % bytes, i)
+        })
+        .collect();
+    let mut left = total - shares.iter().map(|s| s.0).sum::<u64>();
+    shares.sort_by_key(|s| std::cmp::Reverse(s.1));
+    for share in &mut shares {
+        if left == 0 {
+            break;
+        }
+        share.0 += 1;
+        left -= 1;
+    }
+    shares.sort_by_key(|s| s.2);
+    shares
+        .into_iter()
+        .map(|s| u32::try_from(s.0).unwrap_or(u32::MAX))
+        .collect()
 }
 
 fn view(entry: &Entry) -> ModelView {

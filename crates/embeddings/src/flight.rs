@@ -9,9 +9,9 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::cache::{CacheKey, CachedVector};
+use crate::cache::{CacheKey, CachedEmbedding};
 
-type Slot = watch::Receiver<Option<CachedVector>>;
+type Slot = watch::Receiver<Option<CachedEmbedding>>;
 
 #[derive(Default)]
 pub(crate) struct Flights {
@@ -25,7 +25,7 @@ pub(crate) struct Claim {
     pub(crate) owned: Vec<usize>,
     /// Input indices another flight (maybe this request's own, for a repeated text) computes.
     pub(crate) waiting: Vec<(usize, Slot)>,
-    senders: Vec<(CacheKey, watch::Sender<Option<CachedVector>>)>,
+    senders: Vec<(CacheKey, watch::Sender<Option<CachedEmbedding>>)>,
 }
 
 impl Flights {
@@ -70,7 +70,7 @@ impl Flights {
 
 impl Claim {
     /// Hands the owned keys' vectors (in `owned` order) to every waiter.
-    pub(crate) fn publish(&mut self, vectors: &[CachedVector]) {
+    pub(crate) fn publish(&mut self, vectors: &[CachedEmbedding]) {
         for ((_, tx), v) in self.senders.iter().zip(vectors) {
             tx.send_replace(Some(v.clone()));
         }
@@ -87,7 +87,7 @@ impl Drop for Claim {
 }
 
 /// A waiter's vector, or `None` if its owner ended without one.
-pub(crate) async fn wait(mut slot: Slot) -> Option<CachedVector> {
+pub(crate) async fn wait(mut slot: Slot) -> Option<CachedEmbedding> {
     slot.wait_for(Option::is_some)
         .await
         .ok()

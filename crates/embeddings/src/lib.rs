@@ -26,7 +26,8 @@ pub use backend::{
     StageTiming,
 };
 pub use cache::{
-    CacheKey, CacheLevelStatus, CacheMode, CachePolicy, CacheStatus, CachedVector, EmbeddingCache,
+    CacheKey, CacheLevelStatus, CacheMode, CachePolicy, CacheStatus, CachedEmbedding,
+    EmbeddingCache,
 };
 pub use core::{EmbedParams, Embedded, EmbeddingCore, Limits, ModelOptions, ModelView};
 pub use error::EmbedError;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     EmbedError, EmbedParams, StageTiming,
-    cache::{CacheKey, CachePolicy, CachedVector, EmbeddingCache, KeyOptions, key},
+    cache::{CacheKey, CachePolicy, CachedEmbedding, EmbeddingCache, KeyOptions, key},
     core::{EmbeddingCore, Entry},
     flight,
     metrics::metrics,
@@ -54,7 +54,7 @@ impl EmbeddingCore {
         }
         .hasher();
         let keys: Vec<_> = params.inputs.iter().map(|t| key(&options, t)).collect();
-        let mut slots: Vec<Option<CachedVector>> = match read {
+        let mut slots: Vec<Option<CachedEmbedding>> = match read {
             true => cache.get_many(&keys, dims).await,
             false => vec![None; keys.len()],
         };
@@ -62,7 +62,7 @@ impl EmbeddingCore {
         metrics().cache_lookup(&info.name, cached, keys.len() - cached);
         let missing: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].is_none()).collect();
         if missing.is_empty() {
-            return assemble(slots, 0, StageTiming::default(), cached);
+            return assemble(slots, StageTiming::default(), cached);
         }
 
         // Only a request that reads may share another's vectors: no-cache means fresh.
@@ -79,16 +79,11 @@ impl EmbeddingCore {
             cache: write.then_some(cache.as_ref()),
         };
         let owned = std::mem::take(&mut claim.owned);
-        let (mut prompt_tokens, mut timing) = (0, StageTiming::default());
+        let mut timing = StageTiming::default();
         if !owned.is_empty() {
-            let computed = self.fill(&fill, &owned, &mut slots).await?;
-            claim.publish(
-                &owned
-                    .iter()
-                    .filter_map(|&i| slots[i].clone())
-                    .collect::<Vec<_>>(),
-            );
-            (prompt_tokens, timing) = computed;
+            timing = self.fill(&fill, &owned, &mut slots).await?;
+            let vectors: Vec<_> = owned.iter().filter_map(|&i| slots[i].clone()).collect();
+            claim.publish(&vectors);
         }
         // Vectors another request is computing; if it fails, compute them here.
         let mut orphans = Vec::new();
@@ -100,9 +95,9 @@ impl EmbeddingCore {
         }
         drop(claim);
         if !orphans.is_empty() {
-            prompt_tokens += self.fill(&fill, &orphans, &mut slots).await?.0;
+            self.fill(&fill, &orphans, &mut slots).await?;
         }
-        assemble(slots, prompt_tokens, timing, cached)
+        assemble(slots, timing, cached)
     }
 }
 
@@ -118,13 +113,13 @@ struct Fill<'a> {
 }
 
 impl EmbeddingCore {
-    /// Computes inputs `indices` into their `slots` and stores them; returns tokens and timing.
+    /// Computes inputs `indices` into their `slots` and stores them; returns the timing.
     async fn fill(
         &self,
         fill: &Fill<'_>,
         indices: &[usize],
-        slots: &mut [Option<CachedVector>],
-    ) -> Result<(u64, StageTiming), EmbedError> {
+        slots: &mut [Option<CachedEmbedding>],
+    ) -> Result<StageTiming, EmbedError> {
         let inputs = indices
             .iter()
             .map(|&i| format!("{}{}", fill.prefix, fill.params.inputs[i]))
@@ -132,7 +127,15 @@ impl EmbeddingCore {
         let computed = self
             .compute(fill.entry, fill.params, inputs, fill.dims)
             .await?;
-        let vectors: Vec<CachedVector> = computed.vectors.into_iter().map(Arc::from).collect();
+        let vectors: Vec<CachedEmbedding> = computed
+            .vectors
+            .into_iter()
+            .zip(computed.input_tokens)
+            .map(|(vector, tokens)| CachedEmbedding {
+                vector: Arc::from(vector),
+                tokens,
+            })
+            .collect();
         if let Some(cache) = fill.cache {
             let keyed = indices.iter().map(|&i| fill.keys[i]).zip(vectors.clone());
             cache.put_many(keyed.collect());
@@ -140,19 +143,21 @@ impl EmbeddingCore {
         for (&i, v) in indices.iter().zip(vectors) {
             slots[i] = Some(v);
         }
-        Ok((computed.prompt_tokens, computed.timing))
+        Ok(computed.timing)
     }
 }
 
+/// Vectors in input order; usage counts every input's tokens, cached or computed, so the same
+/// request always reports the same usage.
 fn assemble(
-    slots: Vec<Option<CachedVector>>,
-    prompt_tokens: u64,
+    slots: Vec<Option<CachedEmbedding>>,
     timing: StageTiming,
     cached: usize,
 ) -> Result<Served, EmbedError> {
+    let prompt_tokens = slots.iter().flatten().map(|e| u64::from(e.tokens)).sum();
     let vectors = slots
         .into_iter()
-        .map(|v| v.map(|v| v.to_vec()))
+        .map(|v| v.map(|v| v.vector.to_vec()))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| EmbedError::Backend {
             model: "cache".into(),

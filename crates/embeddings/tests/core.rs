@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 use citadel_embeddings::{
-    Backend, BackendOutput, BackendRequest, CacheKey, CacheMode, CacheStatus, CachedVector,
+    Backend, BackendOutput, BackendRequest, CacheKey, CacheMode, CacheStatus, CachedEmbedding,
     EmbedError, EmbedParams, EmbeddingCache, EmbeddingCore, Limits, ModelInfo, ModelOptions,
     ModelState,
 };
@@ -276,18 +276,18 @@ async fn an_unavailable_model_is_served_by_its_fallback() {
 
 /// An in-memory cache, enough to drive the core's cache path.
 #[derive(Default)]
-struct MemoryCache(Mutex<std::collections::HashMap<CacheKey, CachedVector>>);
+struct MemoryCache(Mutex<std::collections::HashMap<CacheKey, CachedEmbedding>>);
 
 #[async_trait]
 impl EmbeddingCache for MemoryCache {
     fn mode(&self) -> CacheMode {
         CacheMode::On
     }
-    async fn get_many(&self, keys: &[CacheKey], _dims: usize) -> Vec<Option<CachedVector>> {
+    async fn get_many(&self, keys: &[CacheKey], _dims: usize) -> Vec<Option<CachedEmbedding>> {
         let map = self.0.lock().unwrap();
         keys.iter().map(|k| map.get(k).cloned()).collect()
     }
-    fn put_many(&self, entries: Vec<(CacheKey, CachedVector)>) {
+    fn put_many(&self, entries: Vec<(CacheKey, CachedEmbedding)>) {
         self.0.lock().unwrap().extend(entries);
     }
     fn status(&self) -> CacheStatus {

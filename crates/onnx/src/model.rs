@@ -175,7 +175,8 @@ impl Backend for OnnxModel {
                 .map_err(|e| self.failed(&format!("tokenizer task: {e}")))??
         };
         let tokenize = started.elapsed();
-        let prompt_tokens = ids.iter().map(|v| v.len() as u64).sum();
+        let input_tokens: Vec<u32> = ids.iter().map(|v| v.len() as u32).collect();
+        let prompt_tokens = input_tokens.iter().map(|&n| u64::from(n)).sum();
 
         let finished = loaded
             .batcher
@@ -193,6 +194,7 @@ impl Backend for OnnxModel {
         Ok(BackendOutput {
             vectors: finished.vectors,
             prompt_tokens,
+            input_tokens,
             timing: StageTiming {
                 tokenize,
                 queue: finished.queue,

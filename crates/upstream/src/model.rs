@@ -301,6 +301,8 @@ impl Backend for RemoteModel {
         let mut output = BackendOutput {
             vectors: Vec::with_capacity(request.inputs.len()),
             prompt_tokens: 0,
+            // Servers count tokens per call, not per input: the core shares them out.
+            input_tokens: Vec::new(),
             timing: StageTiming {
                 inference: started.elapsed(),
                 ..StageTiming::default()
