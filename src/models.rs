@@ -142,7 +142,12 @@ fn identity(name: &str, model: &ModelConfig) -> String {
             .clone()
             .unwrap_or_else(|| name.to_string()),
     };
-    format!("{name}|{}|{source}|{revision}", model.backend.as_str())
+    // The truncation length changes the vectors of long inputs.
+    let tokens = model.max_input_tokens;
+    format!(
+        "{name}|{}|{source}|tokens:{tokens}|{revision}",
+        model.backend.as_str()
+    )
 }
 
 fn model_options(model: &ModelConfig) -> ModelOptions {

@@ -21,8 +21,8 @@ const FLEET: [(&str, usize); 4] = [
     ("all-minilm", 384),
 ];
 
-/// Every address in config/production.toml, moved to loopback.
-fn production_overrides(ollama: &str) -> String {
+/// Every address in config/production.toml, moved to loopback; cache keys under `namespace`.
+fn production_overrides(ollama: &str, namespace: &str) -> String {
     let mut toml = String::new();
     for (model, _) in FLEET {
         toml += &format!("[models.{model}]\nendpoints = [{{ url = \"{ollama}\" }}]\n");
@@ -38,12 +38,12 @@ url = "http://127.0.0.1:9"
 url = "http://127.0.0.1:9"
 [database]
 url = "sqlite::memory:"
-[cache]
-redis_url = "redis://127.0.0.1:6379"
 [upstream]
 probe_interval_ms = 0
 "#;
-    toml
+    toml + &format!(
+        "[cache]\nredis_url = \"redis://127.0.0.1:6379\"\nttl_secs = 60\nkey_prefix = \"{namespace}\"\n"
+    )
 }
 
 /// `citadel config check` of the merged production configuration: no fleet address left.
@@ -85,7 +85,9 @@ async fn every_fleet_model_answers_on_every_edge_with_production_config() {
     let models: HashMap<String, usize> = FLEET.iter().map(|(m, d)| (m.to_string(), *d)).collect();
     let ollama = StandIn::start(StandInConfig { models }).await.unwrap();
     let path = std::env::temp_dir().join(format!("citadel-fleet-{}.toml", std::process::id()));
-    std::fs::write(&path, production_overrides(&ollama.url())).unwrap();
+    // Its own Redis namespace: vectors an earlier run left must not answer for the upstream.
+    let namespace = format!("citadel-fleet-test-{}", std::process::id());
+    std::fs::write(&path, production_overrides(&ollama.url(), &namespace)).unwrap();
     let path = path.to_str().unwrap();
     assert_no_fleet_address(path);
     let server = Server::with_env(
@@ -106,31 +108,43 @@ async fn every_fleet_model_answers_on_every_edge_with_production_config() {
         "only the fleet's models, no in-process ones: {ids:?}"
     );
     let mut client = grpc(&server).await;
-    let inputs = texts(3);
+    // Different texts on each edge: each call reaches the stand-in, not the cache.
+    let all = texts(9);
+    let (rest, ollama_edge, grpc_edge) = (&all[..3], &all[3..6], &all[6..]);
     for (model, dims) in FLEET {
-        let (status, body) = embed(&server, model, &inputs).await;
+        let want = |text: &String| citadel_standin::vector(text, dims);
+        let (status, body) = embed(&server, model, rest).await;
         assert_eq!(status, 200, "{model}: {body}");
-        let rest = float_vectors(&body);
-        for (v, text) in rest.iter().zip(&inputs) {
-            assert_close(v, &citadel_standin::vector(text, dims));
+        for (v, text) in float_vectors(&body).iter().zip(rest) {
+            assert_close(v, &want(text));
         }
 
-        let ollama_edge = http()
+        let answer = http()
             .post(server.url("/api/embed"))
-            .json(&json!({"model": model, "input": inputs}))
+            .json(&json!({"model": model, "input": ollama_edge}))
             .send()
             .await
             .unwrap();
-        assert_eq!(ollama_edge.status(), 200, "{model} on /api/embed");
-        let body: Value = ollama_edge.json().await.unwrap();
-        assert_eq!(body["embeddings"].as_array().unwrap().len(), 3);
-        assert_eq!(body["embeddings"][0].as_array().unwrap().len(), dims);
+        assert_eq!(answer.status(), 200, "{model} on /api/embed");
+        let body: Value = answer.json().await.unwrap();
+        let vectors = body["embeddings"].as_array().unwrap();
+        for (v, text) in vectors.iter().zip(ollama_edge) {
+            let v: Vec<f32> = serde_json::from_value(v.clone()).unwrap();
+            assert_close(&v, &want(text));
+        }
 
-        let answer = client.embed(grpc_request(model, &inputs)).await.unwrap();
+        let answer = client.embed(grpc_request(model, grpc_edge)).await.unwrap();
         let answer = answer.into_inner();
         assert_eq!(answer.model, model);
-        assert_close(&answer.embeddings[2].values, &rest[2]);
+        for (v, text) in answer.embeddings.iter().zip(grpc_edge) {
+            assert_close(&v.values, &want(text));
+        }
     }
+    assert_eq!(
+        ollama.stats().inputs,
+        4 * 9,
+        "every edge reached the upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -168,6 +168,19 @@ async fn retries_then_succeeds_honouring_retry_after() {
         "Retry-After: 1 was not honoured"
     );
 
+    // A server asking for more patience than the caller's deadline (300 s) allows: passed on,
+    // not waited out.
+    a.set_behaviour(Behaviour {
+        fail_next: vec![503],
+        retry_after: Some(3600),
+        ..Behaviour::default()
+    });
+    let started = Instant::now();
+    let (status, headers, body) = embed_raw(&server, &json!({"model": "solo", "input": one})).await;
+    assert_openai_error(status, &body, 503);
+    assert_eq!(headers["retry-after"], "3600");
+    assert!(started.elapsed() < Duration::from_secs(1));
+
     // Attempts run out: the caller gets 503 naming the upstream's answer.
     a.set_behaviour(Behaviour {
         fail_next: vec![500, 500, 500],
@@ -192,13 +205,19 @@ async fn a_hanging_upstream_meets_the_callers_deadline() {
     let config = format!("{model}\n[http]\nrequest_timeout_ms = 400\n");
     let server = serve(&config, 0, 3);
 
-    let started = Instant::now();
-    let (status, body) = embed(&server, "solo", &texts(1)).await;
-    assert_openai_error(status, &body, 504);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
+    for _ in 0..4 {
+        let started = Instant::now();
+        let (status, body) = embed(&server, "solo", &texts(1)).await;
+        assert_openai_error(status, &body, 504);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+    // Time-outs cut short by the caller's deadline say nothing about the endpoint.
+    let health = model_health(&server, "solo").await;
+    assert_eq!(health["endpoints"][0]["breaker"], "closed", "{health}");
+    assert_eq!(
+        health["endpoints"][0]["consecutive_failures"], 0,
+        "{health}"
     );
 }
 

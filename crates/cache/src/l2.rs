@@ -98,11 +98,13 @@ impl RedisLevel {
                 .await
                 .map_err(|e| e.to_string())
         };
-        let error = match tokio::time::timeout(self.timeout, work).await {
+        // A big batch moves megabytes: give it time in proportion (2048 keys: +41 ms).
+        let limit = self.timeout + Duration::from_micros(20 * keys.len() as u64);
+        let error = match tokio::time::timeout(limit, work).await {
             Ok(Ok(values)) if values.len() == keys.len() => return self.found(&values, dims),
             Ok(Ok(_)) => "MGET answered the wrong number of values".to_string(),
             Ok(Err(e)) => e,
-            Err(_) => format!("no answer within {}ms", self.timeout.as_millis()),
+            Err(_) => format!("no answer within {}ms", limit.as_millis()),
         };
         self.failed("get", &error);
         vec![None; keys.len()]
@@ -217,7 +219,8 @@ fn new_pool(url: &str, timeout: Duration) -> Result<Pool, String> {
     let manager = RedisConnectionManager::new(url)
         .map_err(|e| format!("cache.redis_url `{url}` is not a Redis URL: {e}"))?;
     Ok(bb8::Pool::builder()
-        .max_size(8)
+        // Connections are checked out whole: background writes must not starve lookups.
+        .max_size(16)
         .connection_timeout(timeout)
         // A PING per checkout would double the round trips; a failed operation degrades
         // the level and the reconnect swaps in a fresh pool.

@@ -342,8 +342,9 @@ fn share_tokens(total: u64, lengths: &[usize]) -> Vec<u32> {
         .iter()
         .enumerate()
         .map(|(i, &l)| {
-            let exact = total * l as u64;
-            (exact / bytes, exact % bytes, i)
+            let exact = u128::from(total) * l as u128;
+            let bytes = u128::from(bytes);
+            ((exact / bytes) as u64, (exact % bytes) as u64, i)
         })
         .collect();
     let mut left = total - shares.iter().map(|s| s.0).sum::<u64>();

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tokio::sync::watch;
@@ -86,10 +87,16 @@ impl Drop for Claim {
     }
 }
 
-/// A waiter's vector, or `None` if its owner ended without one.
+/// How long a waiter trusts another request to finish its inputs. An owner is only as fast as
+/// its caller polls it (a slow-reading stream client stalls it), so past this the waiter
+/// computes for itself rather than inherit that caller's pace.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A waiter's vector, or `None` if its owner ended without one or took too long.
 pub(crate) async fn wait(mut slot: Slot) -> Option<CachedEmbedding> {
-    slot.wait_for(Option::is_some)
-        .await
-        .ok()
-        .and_then(|v| v.clone())
+    let ready = slot.wait_for(Option::is_some);
+    match tokio::time::timeout(PATIENCE, ready).await {
+        Ok(Ok(value)) => value.clone(),
+        _ => None,
+    }
 }

@@ -60,6 +60,11 @@ impl HealthControl {
         }
         self.set(OVERALL, ServingStatus::Serving).await;
         self.set(service_name(), ServingStatus::Serving).await;
+        // Shutdown may have begun while this was setting: its NOT_SERVING must win.
+        if self.closing.load(Ordering::Acquire) {
+            self.set_all(ServingStatus::NotServing).await;
+            return false;
+        }
         for model in &self.models {
             if let Some(states) = core.watch_state(model) {
                 tokio::spawn(self.clone().follow_model(model.clone(), states));

@@ -46,10 +46,17 @@ impl AttemptError {
         }
     }
 
-    /// Counts toward opening the endpoint's breaker. A 429 is the server protecting itself,
-    /// and an input error is the caller's: neither says the endpoint is broken.
+    /// Counts toward opening the endpoint's breaker. A 429 is the server protecting itself, a
+    /// 413 our batch size, and an input error the caller's: none says the endpoint is broken.
     pub(crate) fn counts_against_endpoint(&self) -> bool {
-        !self.is_input_error() && !matches!(self, AttemptError::Status { code: 429, .. })
+        !self.is_input_error()
+            && !matches!(
+                self,
+                AttemptError::Status {
+                    code: 413 | 429,
+                    ..
+                }
+            )
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {

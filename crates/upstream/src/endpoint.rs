@@ -67,12 +67,13 @@ impl Endpoint {
         })
     }
 
-    /// POSTs `body` and returns the 2xx body, or why not.
+    /// POSTs `body` and returns the 2xx body (at most `limit` bytes), or why not.
     pub(crate) async fn post(
         &self,
         body: bytes::Bytes,
         timeout: Duration,
-    ) -> Result<bytes::Bytes, AttemptError> {
+        limit: usize,
+    ) -> Result<Vec<u8>, AttemptError> {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.outstanding);
         let started = Instant::now();
@@ -89,10 +90,18 @@ impl Endpoint {
             true => AttemptError::Timeout(timeout),
             false => AttemptError::Connect(describe(&e)),
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers().get(RETRY_AFTER));
-        let body = response.bytes().await.map_err(transport)?;
+        // A broken or hostile server must not make us buffer without bound.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                let message = format!("answered more than {limit} bytes for this request");
+                return Err(AttemptError::Malformed(message));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(AttemptError::Status {
                 code: status.as_u16(),

@@ -24,7 +24,7 @@ pub struct RemoteModel {
     upstream_model: String,
     batch_size: usize,
     chunk_concurrency: usize,
-    attempt_timeout: Duration,
+    pub(crate) attempt_timeout: Duration,
     retry: RetryPolicy,
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
     state: watch::Sender<ModelState>,
@@ -77,16 +77,19 @@ impl RemoteModel {
     }
 
     /// One attempt on endpoint `i`: the call, its parsing, and what it means for the breaker.
+    /// `judged`: the attempt had its full time, so a time-out counts against the endpoint.
     pub(crate) async fn attempt(
         &self,
         i: usize,
         body: bytes::Bytes,
         count: usize,
         timeout: Duration,
+        judged: bool,
     ) -> Result<Answer, AttemptError> {
         let endpoint = &self.endpoints[i];
         let started = Instant::now();
-        let result = match endpoint.post(body, timeout).await {
+        let limit = count * self.info.dimensions as usize * 32 + 64 * 1024;
+        let result = match endpoint.post(body, timeout, limit).await {
             Ok(bytes) => self
                 .protocol
                 .parse_answer(&bytes, count, self.info.dimensions as usize)
@@ -103,7 +106,8 @@ impl RemoteModel {
             }
             Err(e) => {
                 endpoint.note(Some(e.to_string()));
-                if e.counts_against_endpoint() {
+                let timed_out = matches!(e, AttemptError::Timeout(_));
+                if e.counts_against_endpoint() && (judged || !timed_out) {
                     self.settle(i, endpoint.breaker.on_failure(Instant::now()));
                 }
             }
@@ -124,9 +128,11 @@ impl RemoteModel {
             _ => tracing::info!(%model, endpoint = %url, ?state, "circuit breaker closed"),
         }
         self.metrics.breaker(model, url, state);
-        let all_open = self.endpoints.iter().all(|e| e.breaker.is_open());
-        self.state
-            .send_if_modified(|current| match (all_open, &*current) {
+        // Decided under the watch's lock, so two breakers changing at once cannot leave the
+        // model marked by the older view.
+        self.state.send_if_modified(|current| {
+            let all_open = self.endpoints.iter().all(|e| e.breaker.is_open());
+            match (all_open, &*current) {
                 (true, ModelState::Unavailable(_)) | (false, ModelState::Ready) => false,
                 (true, _) => {
                     let reason = format!(
@@ -141,7 +147,8 @@ impl RemoteModel {
                     *current = ModelState::Ready;
                     true
                 }
-            });
+            }
+        });
     }
 
     /// One chunk, with retries across endpoints until it succeeds, the attempts run out, or
@@ -163,6 +170,13 @@ impl RemoteModel {
                 let elsewhere = (0..self.endpoints.len())
                     .any(|j| !tried.contains(&j) && self.endpoints[j].breaker.admits(now));
                 let after = if elsewhere { None } else { error.retry_after() };
+                // A server asking for more patience than the caller has (or, without a
+                // deadline, than one attempt may take) gets its answer passed on: 503 with
+                // Retry-After, rather than the caller's queue slots held for it.
+                let ceiling = deadline.map_or(self.attempt_timeout, |d| d - now.min(d));
+                if after.is_some_and(|a| a > ceiling) {
+                    break;
+                }
                 let pause = retry::backoff(&self.retry, attempt, after);
                 if !retry::fits(pause, deadline) {
                     break;
@@ -170,19 +184,28 @@ impl RemoteModel {
                 self.metrics.retry(&self.info.name);
                 tokio::time::sleep(pause).await;
             }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                break;
+            }
             let Some((i, admission)) = balance::pick(&self.endpoints, &tried, Instant::now())
             else {
                 break;
             };
             tried.push(i);
+            if admission == Admission::Trial {
+                let url = &self.endpoints[i].url;
+                self.metrics
+                    .breaker(&self.info.name, url, BreakerState::HalfOpen);
+            }
             let _trial = TrialGuard::new(&self.endpoints[i], admission);
-            let timeout = match deadline {
-                Some(d) => self
-                    .attempt_timeout
-                    .min(d.saturating_duration_since(Instant::now())),
-                None => self.attempt_timeout,
-            };
-            match self.attempt(i, body.clone(), inputs.len(), timeout).await {
+            // Cut short by the caller's deadline, a time-out says nothing about the endpoint.
+            let timeout = left.map_or(self.attempt_timeout, |l| l.min(self.attempt_timeout));
+            let judged = timeout == self.attempt_timeout;
+            match self
+                .attempt(i, body.clone(), inputs.len(), timeout, judged)
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(error) if !error.is_retryable() => return Err(self.give_up(i, error)),
                 Err(error) => last = Some((i, error)),
@@ -218,10 +241,16 @@ impl RemoteModel {
                 retry_after,
             };
         }
+        let message = match error {
+            AttemptError::Status { code: 413, .. } => {
+                format!("{error} (lower models.{model}.batch_size)")
+            }
+            _ => error.to_string(),
+        };
         EmbedError::Upstream {
             model,
             endpoint: url,
-            message: error.to_string(),
+            message,
         }
     }
 
@@ -310,7 +339,7 @@ impl Backend for RemoteModel {
         };
         for answer in answers {
             output.vectors.extend(answer.vectors);
-            output.prompt_tokens += answer.prompt_tokens;
+            output.prompt_tokens = output.prompt_tokens.saturating_add(answer.prompt_tokens);
         }
         Ok(output)
     }

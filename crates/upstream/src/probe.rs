@@ -13,9 +13,10 @@ pub(crate) async fn run(model: Weak<RemoteModel>, i: usize, interval: Duration) 
     loop {
         let Some(model) = model.upgrade() else { return };
         let body = model.request_body(&[PROBE_TEXT.to_string()], true);
-        // `attempt` records the verdict on the endpoint's breaker and metrics.
-        let timeout = interval.min(Duration::from_secs(10));
-        if let Err(error) = model.attempt(i, body, 1, timeout).await {
+        // `attempt` records the verdict on the endpoint's breaker and metrics. A probe gets
+        // as long as a request would: a slow but working server is not a dead one.
+        let timeout = model.attempt_timeout;
+        if let Err(error) = model.attempt(i, body, 1, timeout, true).await {
             let endpoint = &model.endpoints[i].url;
             tracing::debug!(%endpoint, %error, "upstream probe failed");
         }

@@ -152,9 +152,18 @@ struct OpenAiUsage {
 
 fn openai_answer(body: &[u8]) -> Result<Answer, String> {
     let mut parsed: OpenAiAnswer = serde_json::from_slice(body).map_err(malformed)?;
-    // `data` carries its own order; do not trust the array's.
+    // `data` carries its own order; do not trust the array's. The indices must then be exactly
+    // 0..n: a repeated or missing one would hand an input another input's vector.
     if parsed.data.iter().all(|d| d.index.is_some()) {
         parsed.data.sort_by_key(|d| d.index);
+        let in_order = parsed
+            .data
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.index == Some(i));
+        if !in_order {
+            return Err("answered embeddings whose indices are not 0..n".into());
+        }
     }
     let vectors = parsed
         .data
@@ -219,6 +228,12 @@ mod tests {
             .unwrap();
         assert_eq!(answer.vectors, vec![vec![3.0, 4.0], vec![1.0, 2.0]]);
         assert_eq!(answer.prompt_tokens, 7);
+
+        let twice = serde_json::json!({"data": [
+            {"index": 0, "embedding": [1.0, 2.0]}, {"index": 0, "embedding": [3.0, 4.0]},
+        ]});
+        let err = Protocol::OpenAi.parse_answer(twice.to_string().as_bytes(), 2, 2);
+        assert!(err.unwrap_err().contains("indices"));
     }
 
     #[test]
