@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream lint
+.PHONY: run test models bench bench-upstream bench-cache lint
 run:
 	scripts/run.sh
 test:
@@ -10,5 +10,7 @@ bench:
 	bench/run-embeddings.sh
 bench-upstream:
 	bench/run-upstream.sh
+bench-cache:
+	bench/run-cache.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings

@@ -1,6 +1,7 @@
-//! `citadel-loadgen`: a small HTTP/1.1 load generator for the upstream benchmark
-//! (`bench/run-upstream.sh`). It POSTs one fixed body to one URL over keep-alive connections and
-//! prints one JSON line with the request rate, the outcome counts and latency percentiles.
+//! `citadel-loadgen`: a small HTTP/1.1 load generator for the benchmarks (`bench/run-*.sh`). It
+//! POSTs one fixed body, or several in round-robin order (`--body-file` repeated, `--body-dir`),
+//! to one URL over keep-alive connections and prints one JSON line with the request rate, the
+//! outcome counts and latency percentiles.
 //!
 //! - `--mode closed`: `--concurrency` connections, each sending its next request as soon as the
 //!   last one is answered (saturation throughput).
@@ -15,7 +16,10 @@
 
 use std::{
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -48,9 +52,13 @@ struct Args {
     /// Target, e.g. http://127.0.0.1:8000/v1/embeddings (plain http only).
     #[arg(long)]
     url: String,
-    /// File whose bytes are POSTed as application/json with every request.
+    /// File whose bytes are POSTed as application/json; repeat it for several bodies, which
+    /// requests take in turn (round robin, shared by all connections).
+    #[arg(long = "body-file", required_unless_present = "body_dir")]
+    body_files: Vec<PathBuf>,
+    /// Every *.json file of this directory is a body too (by name, after any --body-file).
     #[arg(long)]
-    body_file: PathBuf,
+    body_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "closed")]
     mode: Mode,
     /// Closed loop: connections, each with one request in flight.
@@ -87,9 +95,19 @@ struct Target {
     connect: String,
     path: String,
     headers: Vec<(HeaderName, HeaderValue)>,
-    body: Bytes,
+    bodies: Vec<Bytes>,
+    next: AtomicUsize,
     expect: Vec<u8>,
     timeout: Duration,
+}
+
+impl Target {
+    /// The next request's body, in round-robin order (a single body skips the shared counter).
+    fn body(&self) -> Bytes {
+        let n = self.bodies.len();
+        let i = (n > 1).then(|| self.next.fetch_add(1, Ordering::Relaxed) % n);
+        self.bodies.get(i.unwrap_or(0)).cloned().unwrap_or_default()
+    }
 }
 
 /// How one request ended; the index into `Tally::counts`.
@@ -162,11 +180,11 @@ fn main() -> anyhow::Result<()> {
     };
     let tally = runtime.block_on(async {
         match args.mode {
-            Mode::Closed => closed(&args, target).await,
-            Mode::Rate => open(&args, target).await,
+            Mode::Closed => closed(&args, &target).await,
+            Mode::Rate => open(&args, &target).await,
         }
     })?;
-    println!("{}", report(&args, tally));
+    println!("{}", report(&args, &target, tally));
     Ok(())
 }
 
@@ -186,8 +204,7 @@ fn target(args: &Args) -> anyhow::Result<Target> {
             .context("--header must be Name: value")?;
         headers.push((name.trim().parse()?, HeaderValue::from_str(value.trim())?));
     }
-    let body = std::fs::read(&args.body_file)
-        .with_context(|| format!("reading {}", args.body_file.display()))?;
+    let bodies = bodies(args)?;
     Ok(Target {
         connect: format!(
             "{}:{}",
@@ -196,10 +213,30 @@ fn target(args: &Args) -> anyhow::Result<Target> {
         ),
         path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
         headers,
-        body: Bytes::from(body),
+        bodies,
+        next: AtomicUsize::new(0),
         expect: args.expect.as_bytes().to_vec(),
         timeout: Duration::from_millis(args.timeout_ms),
     })
+}
+
+/// Every `--body-file`, then the `*.json` files of `--body-dir` sorted by name.
+fn bodies(args: &Args) -> anyhow::Result<Vec<Bytes>> {
+    let mut paths = args.body_files.clone();
+    if let Some(dir) = &args.body_dir {
+        let listing = std::fs::read_dir(dir).with_context(|| dir.display().to_string())?;
+        let mut found: Vec<_> = listing
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        found.retain(|p| p.extension().is_some_and(|e| e == "json"));
+        found.sort();
+        paths.extend(found);
+    }
+    if paths.is_empty() {
+        bail!("no body: give --body-file, or a --body-dir holding *.json files");
+    }
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    paths.iter().map(|p| read(p).map(Bytes::from)).collect()
 }
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -230,7 +267,7 @@ async fn exchange(slot: &mut Option<Sender>, target: &Target) -> anyhow::Result<
         _ => slot.insert(connect(target).await?),
     };
     sender.ready().await?;
-    let mut request = Request::post(target.path.as_str()).body(Full::new(target.body.clone()))?;
+    let mut request = Request::post(target.path.as_str()).body(Full::new(target.body()))?;
     request.headers_mut().extend(target.headers.iter().cloned());
     let response = sender.send_request(request).await?;
     let status = response.status();
@@ -252,7 +289,7 @@ fn seconds(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-async fn closed(args: &Args, target: Arc<Target>) -> anyhow::Result<Tally> {
+async fn closed(args: &Args, target: &Arc<Target>) -> anyhow::Result<Tally> {
     let measure_from = Instant::now() + seconds(args.warmup);
     let end = measure_from + seconds(args.duration);
     let mut workers = tokio::task::JoinSet::new();
@@ -280,7 +317,7 @@ async fn closed(args: &Args, target: Arc<Target>) -> anyhow::Result<Tally> {
     Ok(join(workers).await)
 }
 
-async fn open(args: &Args, target: Arc<Target>) -> anyhow::Result<Tally> {
+async fn open(args: &Args, target: &Arc<Target>) -> anyhow::Result<Tally> {
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + seconds(args.warmup);
     let total = ((args.warmup + args.duration) * args.rate).round() as u64;
@@ -352,7 +389,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     (sorted[rank - 1] as f64 / 100.0).round() / 10.0
 }
 
-fn report(args: &Args, mut tally: Tally) -> serde_json::Value {
+fn report(args: &Args, target: &Target, mut tally: Tally) -> serde_json::Value {
     tally.latency.sort_unstable();
     tally.service.sort_unstable();
     let [ok, non_2xx, bad_body, transport] = tally.counts;
@@ -364,6 +401,7 @@ fn report(args: &Args, mut tally: Tally) -> serde_json::Value {
         "rate": (!closed).then_some(args.rate),
         "connections": (!closed).then_some(args.connections),
         "duration_s": args.duration,
+        "bodies": target.bodies.len(),
         "requests": tally.latency.len() as u64 + tally.unsent,
         "ok": ok,
         "errors": non_2xx + bad_body + transport + tally.unsent + tally.warmup_errors,
