@@ -216,6 +216,10 @@ async fn cache_control_bypasses_and_modes_are_obeyed() {
     );
     assert_eq!(up.stats().inputs, 12);
     assert_eq!(post(&server, body(&inputs), None).await.1, 4);
+    // no-cache computes afresh but stores: new texts asked with it are hits next time.
+    let fresh = texts(40)[30..34].to_vec();
+    assert_eq!(post(&server, body(&fresh), Some("no-cache")).await.1, 0);
+    assert_eq!(post(&server, body(&fresh), None).await.1, 4);
     drop(server);
 
     // write_only stores but never serves; read_only serves but never stores.
@@ -223,7 +227,7 @@ async fn cache_control_bypasses_and_modes_are_obeyed() {
     let writer = self::server(&up, &cache_section(REDIS, &prefix, "mode = \"write_only\""));
     assert_eq!(post(&writer, body(&other), None).await.1, 0);
     assert_eq!(post(&writer, body(&other), None).await.1, 0);
-    wait_for_keys(6379, &prefix, 4 + 10).await;
+    wait_for_keys(6379, &prefix, 4 + 4 + 10).await;
     drop(writer);
     let reader = self::server(&up, &cache_section(REDIS, &prefix, "mode = \"read_only\""));
     assert_eq!(

@@ -125,6 +125,18 @@ async fn breaker_opens_fails_fast_and_recovers() {
         2
     );
     assert_eq!(grpc_health(&server, "").await, 1);
+    // Open means fast: refused without a call upstream, with when to come back.
+    let started = Instant::now();
+    let (status, headers, body) = embed_raw(&server, &json!({"model": "solo", "input": one})).await;
+    let error = assert_openai_error(status, &body, 503);
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("circuit breakers open"), "{message}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The server comes back: the next probe closes the breaker.
     a.set_behaviour(Behaviour::default());

@@ -13,21 +13,28 @@ use crate::BreakerPolicy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { trial_in_flight: bool },
+    Open {
+        until: Instant,
+    },
+    /// `trial`: the generation of the trial in flight, if any.
+    HalfOpen {
+        trial: Option<u64>,
+    },
 }
 
 #[derive(Debug)]
 struct Inner {
     state: State,
     consecutive_failures: u32,
+    /// Numbers trials, so a late release cannot free a newer trial's slot.
+    trials: u64,
 }
 
 /// What admitted a request: a trial must report back (or be given up) to settle the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
     Normal,
-    Trial,
+    Trial(u64),
 }
 
 #[derive(Debug)]
@@ -43,6 +50,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 state: State::Closed,
                 consecutive_failures: 0,
+                trials: 0,
             }),
         }
     }
@@ -56,13 +64,8 @@ impl Breaker {
     /// Whether a request could be admitted now (without taking the half-open trial).
     pub(crate) fn admits(&self, now: Instant) -> bool {
         match self.lock().state {
-            State::Closed
-            | State::HalfOpen {
-                trial_in_flight: false,
-            } => true,
-            State::HalfOpen {
-                trial_in_flight: true,
-            } => false,
+            State::Closed | State::HalfOpen { trial: None } => true,
+            State::HalfOpen { trial: Some(_) } => false,
             State::Open { until } => now >= until,
         }
     }
@@ -73,14 +76,14 @@ impl Breaker {
         match inner.state {
             State::Closed => Some(Admission::Normal),
             State::Open { until } if now < until => None,
-            State::HalfOpen {
-                trial_in_flight: true,
-            } => None,
-            State::Open { .. } | State::HalfOpen { .. } => {
+            State::HalfOpen { trial: Some(_) } => None,
+            State::Open { .. } | State::HalfOpen { trial: None } => {
+                inner.trials += 1;
+                let generation = inner.trials;
                 inner.state = State::HalfOpen {
-                    trial_in_flight: true,
+                    trial: Some(generation),
                 };
-                Some(Admission::Trial)
+                Some(Admission::Trial(generation))
             }
         }
     }
@@ -119,17 +122,16 @@ impl Breaker {
         }
     }
 
-    /// A trial ended without a verdict (its caller went away): let another one through.
-    pub(crate) fn release_trial(&self) {
+    /// Trial `generation` ended without a verdict (its caller went away, or a 429): let
+    /// another one through. A verdict already given, or a newer trial, is left alone.
+    pub(crate) fn release_trial(&self, generation: u64) {
         let mut inner = self.lock();
         if inner.state
             == (State::HalfOpen {
-                trial_in_flight: true,
+                trial: Some(generation),
             })
         {
-            inner.state = State::HalfOpen {
-                trial_in_flight: false,
-            };
+            inner.state = State::HalfOpen { trial: None };
         }
     }
 
@@ -177,15 +179,17 @@ mod tests {
         assert!(!b.admits(t0 + Duration::from_secs(9)));
 
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(b.try_acquire(later), Some(Admission::Trial));
+        assert_eq!(b.try_acquire(later), Some(Admission::Trial(1)));
         assert_eq!(b.try_acquire(later), None, "only one trial at a time");
-        b.release_trial();
-        assert_eq!(b.try_acquire(later), Some(Admission::Trial));
+        b.release_trial(1);
+        assert_eq!(b.try_acquire(later), Some(Admission::Trial(2)));
+        b.release_trial(1);
+        assert_eq!(b.try_acquire(later), None, "a stale release frees nothing");
         assert_eq!(b.on_failure(later), Some(BreakerState::Open));
         assert_eq!(b.try_acquire(later), None, "a failed trial re-opens");
 
         let much_later = later + Duration::from_secs(10);
-        assert_eq!(b.try_acquire(much_later), Some(Admission::Trial));
+        assert_eq!(b.try_acquire(much_later), Some(Admission::Trial(3)));
         assert_eq!(b.on_success(), Some(BreakerState::Closed));
         assert_eq!(b.try_acquire(much_later), Some(Admission::Normal));
     }

@@ -193,7 +193,7 @@ impl RemoteModel {
                 break;
             };
             tried.push(i);
-            if admission == Admission::Trial {
+            if let Admission::Trial(_) = admission {
                 let url = &self.endpoints[i].url;
                 self.metrics
                     .breaker(&self.info.name, url, BreakerState::HalfOpen);
@@ -277,22 +277,25 @@ impl RemoteModel {
 }
 
 /// A half-open trial whose caller went away (deadline, cancellation, a 429) lets the next
-/// one through; a verdict already given is left alone.
+/// one through; a verdict already given, or a newer trial, is left alone.
 struct TrialGuard<'a> {
-    endpoint: Option<&'a Endpoint>,
+    trial: Option<(&'a Endpoint, u64)>,
 }
 
 impl<'a> TrialGuard<'a> {
     fn new(endpoint: &'a Endpoint, admission: Admission) -> Self {
-        let endpoint = (admission == Admission::Trial).then_some(endpoint);
-        TrialGuard { endpoint }
+        let trial = match admission {
+            Admission::Trial(generation) => Some((endpoint, generation)),
+            Admission::Normal => None,
+        };
+        TrialGuard { trial }
     }
 }
 
 impl Drop for TrialGuard<'_> {
     fn drop(&mut self) {
-        if let Some(endpoint) = self.endpoint {
-            endpoint.breaker.release_trial();
+        if let Some((endpoint, generation)) = self.trial {
+            endpoint.breaker.release_trial(generation);
         }
     }
 }
