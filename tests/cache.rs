@@ -19,11 +19,29 @@ use serde_json::{Value, json};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
-/// A key prefix no other test (or run) shares.
-fn prefix() -> String {
+/// A key prefix no other test (or run) shares; its keys are deleted when it is dropped, so
+/// the machine's Redis does not collect test vectors for a day.
+struct Namespace(String);
+
+impl std::ops::Deref for Namespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        for key in keys(6379, &self.0) {
+            redis_cli(6379, &["DEL", &key]);
+        }
+    }
+}
+
+fn prefix() -> Namespace {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    format!("citadel-test-{}-{n}", std::process::id())
+    Namespace(format!("citadel-test-{}-{n}", std::process::id()))
 }
 
 fn cache_section(redis: &str, prefix: &str, extra: &str) -> String {
@@ -76,7 +94,8 @@ fn keys(port: u16, prefix: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_hits_compute_only_the_misses_and_keep_order() {
     let up = standin().await;
-    let server = server(&up, &cache_section(REDIS, &prefix(), ""));
+    let namespace = prefix();
+    let server = server(&up, &cache_section(REDIS, &namespace, ""));
     let all = texts(15);
 
     let (status, hits, first) = post(&server, body(&all[..10]), None).await;
@@ -103,12 +122,13 @@ async fn partial_hits_compute_only_the_misses_and_keep_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_option_change_ever_returns_a_vector_computed_under_other_options() {
     let up = standin().await;
+    let namespace = prefix();
     let extra = r#"prompts = { query = "search_query: " }"#;
     let models = format!(
         "{}{}{}",
         model_section("remote", "ollama", &[(&up.url(), 1)], extra),
         model_section("twin", "ollama", &[(&up.url(), 1)], ""),
-        cache_section(REDIS, &prefix(), ""),
+        cache_section(REDIS, &namespace, ""),
     );
     let server = serve(&models, 0, 3);
     let text = texts(1);
@@ -256,7 +276,8 @@ async fn identical_concurrent_misses_are_computed_once() {
         latency_ms: 300,
         ..Behaviour::default()
     });
-    let server = server(&up, &cache_section(REDIS, &prefix(), ""));
+    let namespace = prefix();
+    let server = server(&up, &cache_section(REDIS, &namespace, ""));
     let inputs = texts(16);
     let answers = join_all((0..8).map(|_| post(&server, body(&inputs), None))).await;
     assert!(answers.iter().all(|(status, _, _)| *status == 200));
@@ -270,7 +291,8 @@ async fn identical_concurrent_misses_are_computed_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_workload_hits_over_95_percent() {
     let up = standin().await;
-    let server = server(&up, &cache_section(REDIS, &prefix(), ""));
+    let namespace = prefix();
+    let server = server(&up, &cache_section(REDIS, &namespace, ""));
     let inputs = texts(16);
     assert_eq!(post(&server, body(&inputs), None).await.1, 0);
     for _ in 0..40 {
@@ -334,9 +356,10 @@ async fn redis_slow_then_killed_then_restarted_under_load_fails_nothing() {
     let mut redis = PrivateRedis::start(port);
     let up = standin().await;
     let url = format!("redis://127.0.0.1:{port}");
+    let namespace = prefix();
     let server = server(
         &up,
-        &cache_section(&url, &prefix(), "redis_timeout_ms = 100"),
+        &cache_section(&url, &namespace, "redis_timeout_ms = 100"),
     );
 
     let load = (0..4).map(|worker| {
