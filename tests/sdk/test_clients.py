@@ -57,7 +57,9 @@ def test_openai_sdk_models(server):
     assert c.models.retrieve("all-minilm").id == "all-minilm"
 
 
-@pytest.mark.parametrize("service", ["", "citadel.v1.EmbeddingService"])
+@pytest.mark.parametrize(
+    "service", ["", "citadel.v1.EmbeddingService", "citadel.v1.EmbeddingService/all-minilm"]
+)
 def test_grpc_health_probe_reports_serving(server, service):
     with grpc.insecure_channel(server["grpc"]) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
