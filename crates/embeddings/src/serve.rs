@@ -11,6 +11,9 @@ use crate::{
     metrics::metrics,
 };
 
+/// Times a request claims keys whose owner failed before it computes them without sharing.
+const SHARING_ROUNDS: usize = 2;
+
 /// Vectors in input order, and how they were obtained.
 pub(crate) struct Served {
     pub(crate) vectors: Vec<Vec<f32>>,
@@ -65,11 +68,6 @@ impl EmbeddingCore {
             return assemble(slots, StageTiming::default(), cached);
         }
 
-        // Only a request that reads may share another's vectors: no-cache means fresh.
-        let mut claim = match read {
-            true => self.flights.claim(&keys, &missing),
-            false => self.flights.claim_none(&missing),
-        };
         let fill = Fill {
             entry,
             params,
@@ -78,25 +76,35 @@ impl EmbeddingCore {
             keys: &keys,
             cache: write.then_some(cache.as_ref()),
         };
-        let owned = std::mem::take(&mut claim.owned);
-        let mut timing = StageTiming::default();
-        if !owned.is_empty() {
-            timing = self.fill(&fill, &owned, &mut slots).await?;
-            let vectors: Vec<_> = owned.iter().filter_map(|&i| slots[i].clone()).collect();
-            claim.publish(&vectors);
-        }
-        // Vectors another request is computing; if it fails, compute them here.
-        let mut orphans = Vec::new();
-        for (i, slot) in std::mem::take(&mut claim.waiting) {
-            match flight::wait(slot).await {
-                Some(v) => slots[i] = Some(v),
-                None => orphans.push(i),
+        // Claim the misses: compute those this request owns, wait for those another request
+        // is computing. A key whose owner failed is claimed again, so one of its waiters
+        // computes it for all; the last round computes whatever is left without sharing.
+        let (mut pending, mut timing) = (missing, None);
+        for round in 0..=SHARING_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            // Only a request that reads may share another's vectors: no-cache means fresh.
+            let mut claim = match read && round < SHARING_ROUNDS {
+                true => self.flights.claim(&keys, &pending),
+                false => self.flights.claim_none(&pending),
+            };
+            let owned = std::mem::take(&mut claim.owned);
+            if !owned.is_empty() {
+                let took = self.fill(&fill, &owned, &mut slots).await?;
+                timing.get_or_insert(took);
+                let vectors: Vec<_> = owned.iter().filter_map(|&i| slots[i].clone()).collect();
+                claim.publish(&vectors);
+            }
+            pending = Vec::new();
+            for (i, slot) in std::mem::take(&mut claim.waiting) {
+                match flight::wait(slot).await {
+                    Some(v) => slots[i] = Some(v),
+                    None => pending.push(i),
+                }
             }
         }
-        drop(claim);
-        if !orphans.is_empty() {
-            self.fill(&fill, &orphans, &mut slots).await?;
-        }
+        let timing = timing.unwrap_or_default();
         assemble(slots, timing, cached)
     }
 }

@@ -296,30 +296,39 @@ impl EmbeddingCache for MemoryCache {
 }
 
 #[tokio::test]
-async fn a_waiter_computes_for_itself_when_the_owner_gives_up() {
+async fn one_waiter_computes_for_all_when_the_owner_gives_up() {
     let backend = stub("stub", Duration::from_millis(200), ModelState::Ready);
     let mut core = empty_core();
     core.register(backend.clone(), queue(16));
     core.set_cache(Arc::new(MemoryCache::default()));
     let core = Arc::new(core);
 
-    // The owner's deadline passes mid-computation; the waiter has none and must still answer.
+    // The owner's deadline passes mid-computation; its two waiters have none and must still
+    // answer, one of them computing for both.
     let mut owner = params(&["a", "b"]);
     owner.deadline = Some(Instant::now() + Duration::from_millis(50));
-    let waiter = {
-        let core = core.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            core.embed(params(&["a", "b"])).await
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let core = core.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                core.embed(params(&["a", "b"])).await
+            })
         })
-    };
+        .collect();
     assert!(matches!(
         core.embed(owner).await,
         Err(EmbedError::DeadlineExceeded { .. })
     ));
-    let answer = waiter.await.unwrap().unwrap();
-    assert_eq!((answer.vectors.len(), answer.cached), (2, 0));
-    assert_eq!(backend.calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    for waiter in waiters {
+        let answer = waiter.await.unwrap().unwrap();
+        assert_eq!((answer.vectors.len(), answer.cached), (2, 0));
+    }
+    assert_eq!(
+        backend.calls.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the owner's call, then one waiter's for both"
+    );
     // Now cached: a third request computes nothing.
     let again = core.embed(params(&["b", "a"])).await.unwrap();
     assert_eq!(again.cached, 2);
