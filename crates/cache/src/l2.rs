@@ -71,10 +71,13 @@ impl RedisLevel {
     }
 
     fn redis_key(&self, key: &CacheKey) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(self.prefix.len() + 64);
         out.push_str(&self.prefix);
+        // On the hot path (every key of every batch): no allocation per byte.
         for b in key {
-            out.push_str(&format!("{b:02x}"));
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         out
     }

@@ -134,6 +134,6 @@ fn service_name() -> &'static str {
 }
 
 /// The health service name of one model: `citadel.v1.EmbeddingService/<model>`.
-pub fn model_service(model: &str) -> String {
+fn model_service(model: &str) -> String {
     format!("{}/{model}", service_name())
 }

@@ -16,5 +16,5 @@ mod server;
 mod status;
 
 pub use embedding::EmbeddingApi;
-pub use health::{HealthControl, model_service};
+pub use health::HealthControl;
 pub use server::{GrpcRouter, GrpcSettings, router};
