@@ -55,67 +55,31 @@ REDIS_HOST=${REDIS%:*}
 REDIS_PORT=${REDIS##*:}
 RUN_PREFIX=citadel-bench-$$
 
-log() { printf '[bench-cache] %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-for tool in curl jq python3 setsid redis-cli redis-benchmark; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
+LOG_TAG=bench-cache
+PGID_FILE=target/bench/cache.pgids
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+require curl jq python3 setsid redis-cli redis-benchmark
 rcli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
 [[ $(rcli ping 2>&1) == PONG ]] || die "no Redis answers PING at $REDIS"
 
 # ---------------------------------------------------------------------------- cleanup
 # Servers run in their own process groups (setsid). Their groups and Redis key prefixes are also
 # listed in files, so that a run killed before its trap could run has them cleaned by the next.
-PGIDS=()
-PGID_FILE=target/bench/cache.pgids
 PREFIX_FILE=target/bench/cache.prefixes
-stop_group() { # stop_group PGID: SIGTERM to the group, SIGKILL after 10 s
-  local pgid=$1 deadline=$((SECONDS + 10))
-  kill -TERM -- "-$pgid" 2>/dev/null || return 0
-  while kill -0 -- "-$pgid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  kill -KILL -- "-$pgid" 2>/dev/null || true
-  wait "$pgid" 2>/dev/null || true
-}
-forget_group() {
-  local keep=() p
-  for p in "${PGIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PGIDS=("${keep[@]}")
-}
 drop_keys() { # drop_keys PREFIX: delete PREFIX:* in batches of 500
   rcli --scan --pattern "$1:*" | xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" del >/dev/null
 }
 on_exit() {
   local rc=$? p
-  for p in "${PGIDS[@]}"; do stop_group "$p"; done
+  stop_all_groups
   if [[ -f $PREFIX_FILE ]]; then
     while read -r p; do drop_keys "$p" || true; done <"$PREFIX_FILE"
     rm -f "$PREFIX_FILE"
   fi
   exit "$rc"
 }
-start() { # start LOG CMD...: run CMD in a new process group; sets STARTED
-  local out=$1
-  shift
-  setsid "$@" >"$out" 2>&1 </dev/null &
-  STARTED=$!
-  PGIDS+=("$STARTED")
-  echo "$STARTED" >>"$PGID_FILE"
-}
-
-mkdir -p target/bench
-if [[ -f $PGID_FILE ]]; then
-  while read -r pgid; do
-    # Only a group whose leader is still one of ours (pids are reused).
-    if grep -qa 'release/citadel' "/proc/$pgid/cmdline" 2>/dev/null; then
-      log "stopping process group $pgid left by an earlier run"
-      stop_group "$pgid"
-    fi
-  done <"$PGID_FILE"
-fi
-: >"$PGID_FILE"
+reap_stale_groups 'release/citadel'
 if [[ -f $PREFIX_FILE ]]; then
   while read -r p; do
     log "deleting Redis keys $p:* left by an earlier run"
@@ -206,22 +170,7 @@ EOF
     [[ $l1 == default ]] || printf 'l1_max_bytes = %s\n' "$l1"
   } >"$WORK/citadel-$leg.toml"
   echo "$prefix" >>"$PREFIX_FILE"
-  start "$WORK/citadel-$leg.log" env -u RUST_LOG "$BIN/citadel" serve \
-    --config "$WORK/citadel-$leg.toml" --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0
-  CITADEL_PGID=$STARTED
-  local deadline=$((SECONDS + READY_TIMEOUT)) line
-  while ((SECONDS < deadline)); do
-    line=$(grep -m1 -E '"message": ?"citadel ready"' "$WORK/citadel-$leg.log" 2>/dev/null || true)
-    CITADEL=$(grep -oE '"http_addr": ?"[^"]+"' <<<"$line" | sed -E 's/.*"([^"]+)"$/\1/' || true)
-    [[ -n $CITADEL ]] && return 0
-    kill -0 "$CITADEL_PGID" 2>/dev/null || break
-    sleep 0.2
-  done
-  log "citadel did not become ready; last lines of $WORK/citadel-$leg.log:"
-  tail -n 15 "$WORK/citadel-$leg.log" >&2 || true
-  stop_group "$CITADEL_PGID"
-  forget_group "$CITADEL_PGID"
-  return 1
+  start_citadel_with "$WORK/citadel-$leg.toml" "$WORK/citadel-$leg.log"
 }
 
 cache_status() { curl -fsS "http://$CITADEL/health/detailed" | jq -c .components.cache; }

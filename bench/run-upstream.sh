@@ -46,61 +46,22 @@ BIN=target/release
 SENTENCE='The quick brown fox jumps over the lazy dog beside the quiet river'
 INPUTS=$(for s in $SCENARIOS; do printf '%s ' "${s%%:*}"; done)
 
-log() { printf '[bench-upstream] %s\n' "$*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
-for tool in curl jq python3 setsid; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
+LOG_TAG=bench-upstream
+PGID_FILE=target/bench/upstream.pgids
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+require curl jq python3 setsid
 
 # ---------------------------------------------------------------------------- processes
-# Every server runs in its own process group (setsid), so stopping it stops its workers too.
-PGIDS=()
-stop_group() { # stop_group PGID: SIGTERM to the group, SIGKILL after 10 s
-  local pgid=$1 deadline=$((SECONDS + 10))
-  kill -TERM -- "-$pgid" 2>/dev/null || return 0
-  while kill -0 -- "-$pgid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  kill -KILL -- "-$pgid" 2>/dev/null || true
-  wait "$pgid" 2>/dev/null || true
-}
-forget_group() {
-  local keep=() p
-  for p in "${PGIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-  PGIDS=("${keep[@]}")
-}
 on_exit() {
-  local rc=$? p
-  for p in "${PGIDS[@]}"; do stop_group "$p"; done
+  local rc=$?
+  stop_all_groups
   exit "$rc"
 }
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Process groups are also listed in a file, so that a run killed before its trap could run
-# (SIGKILL) has its servers stopped by the next one.
-PGID_FILE=target/bench/upstream.pgids
-start() { # start LOG CMD...: run CMD in a new process group; sets STARTED
-  local out=$1
-  shift
-  setsid "$@" >"$out" 2>&1 </dev/null &
-  STARTED=$!
-  PGIDS+=("$STARTED")
-  echo "$STARTED" >>"$PGID_FILE"
-}
-mkdir -p target/bench
-if [[ -f $PGID_FILE ]]; then
-  while read -r pgid; do
-    # Only a group whose leader is still one of ours (pids are reused).
-    if grep -qaE 'citadel-standin|release/citadel|bin/litellm' "/proc/$pgid/cmdline" 2>/dev/null; then
-      log "stopping process group $pgid left by an earlier run"
-      stop_group "$pgid"
-    fi
-  done <"$PGID_FILE"
-fi
-: >"$PGID_FILE"
+reap_stale_groups 'citadel-standin|release/citadel|bin/litellm'
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -189,22 +150,7 @@ enabled = false
 [cache]
 mode = "off"
 EOF
-  start "$WORK/citadel.log" env -u RUST_LOG "$BIN/citadel" serve --config "$WORK/citadel.toml" \
-    --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0
-  CITADEL_PGID=$STARTED
-  local deadline=$((SECONDS + READY_TIMEOUT)) line
-  while ((SECONDS < deadline)); do
-    line=$(grep -m1 -E '"message": ?"citadel ready"' "$WORK/citadel.log" || true)
-    CITADEL=$(grep -oE '"http_addr": ?"[^"]+"' <<<"$line" | sed -E 's/.*"([^"]+)"$/\1/' || true)
-    [[ -n $CITADEL ]] && return 0
-    kill -0 "$CITADEL_PGID" 2>/dev/null || break
-    sleep 0.2
-  done
-  log "citadel did not become ready; last lines of $WORK/citadel.log:"
-  tail -n 15 "$WORK/citadel.log" >&2 || true
-  stop_group "$CITADEL_PGID"
-  forget_group "$CITADEL_PGID"
-  return 1
+  start_citadel_with "$WORK/citadel.toml" "$WORK/citadel.log"
 }
 
 # LiteLLM reads these at import or start-up; each stops a fetch from the internet (model cost
