@@ -464,3 +464,28 @@ async fn with_l1_off_every_hit_comes_from_redis() {
     assert_eq!(cache["l1"]["state"], "disabled", "{cache}");
     assert_eq!(cache["l2"]["hits"], 6, "{cache}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_model_revision_never_reads_the_old_vectors() {
+    let up = standin().await;
+    let namespace = prefix();
+    let inputs = texts(5);
+    let with_revision = |revision: &str| {
+        let extra = format!("revision = \"{revision}\"");
+        let model = model_section("remote", "ollama", &[(&up.url(), 1)], &extra);
+        serve(
+            &format!("{model}{}", cache_section(REDIS, &namespace, "")),
+            0,
+            3,
+        )
+    };
+    {
+        let before = with_revision("2026-01");
+        assert_eq!(post(&before, body(&inputs), None).await.1, 0);
+        wait_for_keys(6379, &namespace, 5).await;
+    }
+    // Same Redis namespace, same texts: only the revision changed (an `ollama pull`).
+    let after = with_revision("2026-02");
+    assert_eq!(post(&after, body(&inputs), None).await.1, 0);
+    assert_eq!(up.stats().inputs, 10);
+}
