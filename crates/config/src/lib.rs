@@ -41,6 +41,7 @@ pub struct Config {
     pub qdrant: Option<QdrantConfig>,
     pub database: DatabaseConfig,
     pub cache: CacheConfig,
+    pub workflows: WorkflowsConfig,
 }
 
 /// The OpenAI-compatible REST edge.
@@ -309,6 +310,42 @@ pub struct CacheConfig {
     pub redis_timeout_ms: u64,
     /// Prefix of every Redis key (a versioned namespace is added after it).
     pub key_prefix: String,
+}
+
+/// Durable workflows: the queue in `database.url` and the workers that run it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowsConfig {
+    /// Run a worker inside `citadel serve` (`citadel worker` runs one on its own).
+    pub worker_enabled: bool,
+    /// Tasks one worker runs at once.
+    pub concurrency: usize,
+    /// How long a claimed task stays a worker's without a heartbeat; a dead worker's tasks are
+    /// picked up again after it.
+    pub lease_ms: u64,
+    /// How often a worker extends the leases of the tasks it runs (well under `lease_ms`).
+    pub heartbeat_ms: u64,
+    /// Longest an idle worker waits before looking for due work (retries, `not_before`) when
+    /// no event woke it.
+    pub poll_interval_ms: u64,
+    /// Hard limit on one attempt when the submitter names none (Celery's 30 minutes).
+    pub default_time_limit_ms: u64,
+    /// Retry policy when the submitter names none.
+    pub default_max_attempts: u32,
+    pub default_initial_backoff_ms: u64,
+    pub default_max_backoff_ms: u64,
+    /// How long a finished workflow and its result are kept.
+    pub result_ttl_secs: u64,
+    /// After SIGTERM, how long running tasks may finish before their leases are released.
+    pub shutdown_grace_ms: u64,
+    /// The EmbeddingService that `embed_batch` and `cache_warm` call; empty means this
+    /// process's own gRPC server (`serve`) or `grpc.upstream`/`grpc.addr` (`worker`).
+    pub embeddings_url: String,
+    /// Texts per EmbeddingService call in `embed_batch` and `cache_warm` (one progress step).
+    pub embed_chunk_size: usize,
+    /// The only directory `input_file`/`output_file` parameters may name files in (relative
+    /// paths below it).
+    pub files_dir: PathBuf,
 }
 
 impl Config {

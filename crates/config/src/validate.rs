@@ -51,6 +51,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     {
         return invalid("database.url", "must start with sqlite: or postgres://");
     }
+    workflows_ok(&cfg.workflows)?;
     positive("cache.ttl_secs", cfg.cache.ttl_secs)?;
     positive("cache.redis_timeout_ms", cfg.cache.redis_timeout_ms)?;
     if cfg.cache.key_prefix.is_empty() || cfg.cache.key_prefix.contains(char::is_whitespace) {
@@ -169,6 +170,40 @@ fn routing_ok(cfg: &Config, name: &str, m: &ModelConfig) -> Result<(), ConfigErr
     if m.backend != BackendKind::Onnx {
         positive(&key("batch_size"), m.batch_size as u64)?;
         positive(&key("chunk_concurrency"), m.chunk_concurrency as u64)?;
+    }
+    Ok(())
+}
+
+fn workflows_ok(w: &crate::WorkflowsConfig) -> Result<(), ConfigError> {
+    positive("workflows.concurrency", w.concurrency as u64)?;
+    positive("workflows.lease_ms", w.lease_ms)?;
+    positive("workflows.heartbeat_ms", w.heartbeat_ms)?;
+    if w.heartbeat_ms >= w.lease_ms {
+        return invalid(
+            "workflows.heartbeat_ms",
+            "must be shorter than workflows.lease_ms, or leases expire between heartbeats",
+        );
+    }
+    positive("workflows.poll_interval_ms", w.poll_interval_ms)?;
+    positive("workflows.default_time_limit_ms", w.default_time_limit_ms)?;
+    positive(
+        "workflows.default_max_attempts",
+        u64::from(w.default_max_attempts),
+    )?;
+    positive(
+        "workflows.default_initial_backoff_ms",
+        w.default_initial_backoff_ms,
+    )?;
+    if w.default_max_backoff_ms < w.default_initial_backoff_ms {
+        return invalid(
+            "workflows.default_max_backoff_ms",
+            "must be at least workflows.default_initial_backoff_ms",
+        );
+    }
+    positive("workflows.result_ttl_secs", w.result_ttl_secs)?;
+    positive("workflows.embed_chunk_size", w.embed_chunk_size as u64)?;
+    if !w.embeddings_url.is_empty() {
+        http_url("workflows.embeddings_url", &w.embeddings_url)?;
     }
     Ok(())
 }

@@ -3,7 +3,11 @@
 //! metadata keys both edges agree on.
 //!
 //! This crate owns nothing but the contract. Conversions to and from domain types live in the
-//! edges (`citadel-grpc`, `citadel-gateway`), never here, so the contract stays free of logic.
+//! edges (`citadel-grpc`, `citadel-gateway`), never here, so the contract stays free of logic;
+//! the one exception is `json`, protobuf's own JSON mapping of `Struct`, which both edges and the
+//! workflow store share.
+
+pub mod json;
 
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -1,0 +1,208 @@
+//! What clients ask of the store: submit (with idempotency keys), get, list, cancel, retry.
+
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
+
+use super::{
+    Store, StoreError,
+    entity::{Column, Entity},
+};
+use crate::{ListFilter, NewWorkflow, Page, State, Workflow, now_us};
+
+/// What `cancel` did.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// It had not started (or was already cancelled): it is CANCELLED now.
+    Cancelled(Workflow),
+    /// It is running: its worker has been asked to stop and will record CANCELLED.
+    Requested(Workflow),
+}
+
+const INSERT: &str = "INSERT INTO workflows (id, kind, params, state, priority, max_attempts, \
+    initial_backoff_ms, max_backoff_ms, time_limit_ms, idempotency_key, created_us, \
+    updated_us, run_at_us, version) \
+    VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $10, $11, 1) \
+    ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
+
+impl Store {
+    /// Queues `new`. Returns the workflow and whether it was created: an idempotency key seen
+    /// before returns the first workflow, unless that one asked for something else.
+    pub async fn submit(&self, new: &NewWorkflow) -> Result<(Workflow, bool), StoreError> {
+        let now = now_us();
+        let id = uuid::Uuid::new_v4().to_string();
+        let params = new.params.to_string();
+        let values: Vec<Value> = vec![
+            id.into(),
+            new.kind.clone().into(),
+            params.clone().into(),
+            new.priority.into(),
+            i32::try_from(new.retry.max_attempts)
+                .unwrap_or(i32::MAX)
+                .into(),
+            clamp(new.retry.initial_backoff_ms).into(),
+            clamp(new.retry.max_backoff_ms).into(),
+            clamp(new.time_limit_ms).into(),
+            new.idempotency_key.clone().into(),
+            now.into(),
+            new.not_before_us.unwrap_or(now).into(),
+        ];
+        let stmt = self.statement(INSERT, values);
+        if let Some(created) = Entity::find().from_raw_sql(stmt).one(&self.db).await? {
+            self.wrote();
+            crate::metrics::metrics().submitted(&new.kind, true);
+            return Ok((created, true));
+        }
+        // The key is taken: return the workflow that took it.
+        let key = new.idempotency_key.clone().unwrap_or_default();
+        let existing = Entity::find()
+            .filter(Column::IdempotencyKey.eq(key.clone()))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| {
+                // Deleted (result expiry) between the insert and this read.
+                StoreError::Unavailable(format!("idempotency key {key:?} changed hands; retry"))
+            })?;
+        if existing.kind != new.kind || existing.params_json() != new.params {
+            return Err(StoreError::IdempotencyKeyReused(format!(
+                "idempotency key {key:?} was first used for workflow {} with other parameters",
+                existing.id
+            )));
+        }
+        crate::metrics::metrics().submitted(&new.kind, false);
+        Ok((existing, false))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Workflow, StoreError> {
+        Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
+    /// Newest first. The page token is the last row's `(created_us, id)`.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
+        let mut query = Entity::find();
+        if !filter.states.is_empty() {
+            query = query.filter(Column::State.is_in(filter.states.iter().map(|s| s.as_str())));
+        }
+        if let Some(kind) = &filter.kind {
+            query = query.filter(Column::Kind.eq(kind.clone()));
+        }
+        if let Some(token) = &filter.page_token {
+            let (created, id) = parse_token(token)?;
+            query = query.filter(
+                Condition::any().add(Column::CreatedUs.lt(created)).add(
+                    Condition::all()
+                        .add(Column::CreatedUs.eq(created))
+                        .add(Column::Id.lt(id)),
+                ),
+            );
+        }
+        let mut workflows = query
+            .order_by_desc(Column::CreatedUs)
+            .order_by_desc(Column::Id)
+            .limit(filter.page_size + 1)
+            .all(&self.db)
+            .await?;
+        let more = workflows.len() as u64 > filter.page_size;
+        workflows.truncate(usize::try_from(filter.page_size).unwrap_or(usize::MAX));
+        let next_page_token = match workflows.last() {
+            Some(last) if more => Some(format!("{}.{}", last.created_us, last.id)),
+            _ => None,
+        };
+        Ok(Page {
+            workflows,
+            next_page_token,
+        })
+    }
+
+    /// Cancels a queued workflow at once, or asks a running one's worker to stop. Cancelling a
+    /// CANCELLED workflow again is not an error; a finished one is.
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError> {
+        // The state can move between our reads (a worker claims it): try again, briefly.
+        for _ in 0..4 {
+            let now = now_us();
+            let queued = self.statement(
+                "UPDATE workflows SET state = 'CANCELLED', cancel_requested = TRUE, \
+                 error = 'cancelled before it started', finished_us = $1, updated_us = $1, \
+                 expires_us = $2, version = version + 1 \
+                 WHERE id = $3 AND state IN ('PENDING', 'RETRY') RETURNING *",
+                vec![now.into(), self.expiry(now).into(), id.into()],
+            );
+            if let Some(w) = Entity::find().from_raw_sql(queued).one(&self.db).await? {
+                self.wrote();
+                return Ok(CancelOutcome::Cancelled(w));
+            }
+            let running = self.statement(
+                "UPDATE workflows SET cancel_requested = TRUE, updated_us = $1, \
+                 version = version + 1 \
+                 WHERE id = $2 AND state = 'STARTED' AND cancel_requested = FALSE RETURNING *",
+                vec![now.into(), id.into()],
+            );
+            if let Some(w) = Entity::find().from_raw_sql(running).one(&self.db).await? {
+                self.wrote();
+                return Ok(CancelOutcome::Requested(w));
+            }
+            let current = self.get(id).await?;
+            match current.state() {
+                State::Cancelled => return Ok(CancelOutcome::Cancelled(current)),
+                State::Started if current.cancel_requested => {
+                    return Ok(CancelOutcome::Requested(current));
+                }
+                s @ (State::Success | State::Failure) => {
+                    return Err(StoreError::Conflict(format!(
+                        "workflow {id} has already finished ({}): there is nothing to cancel",
+                        s.as_str()
+                    )));
+                }
+                State::Pending | State::Started | State::Retry => {}
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "workflow {id} kept changing state; try the cancel again"
+        )))
+    }
+
+    /// Queues a FAILURE or CANCELLED workflow again, with its attempts reset.
+    pub async fn retry(&self, id: &str) -> Result<Workflow, StoreError> {
+        let now = now_us();
+        let stmt = self.statement(
+            "UPDATE workflows SET state = 'PENDING', attempts = 0, error = NULL, result = NULL, \
+             cancel_requested = FALSE, progress_done = 0, progress_total = 0, \
+             progress_message = '', run_at_us = $1, started_us = NULL, finished_us = NULL, \
+             expires_us = NULL, lease_expires_us = NULL, updated_us = $1, \
+             version = version + 1 \
+             WHERE id = $2 AND state IN ('FAILURE', 'CANCELLED') RETURNING *",
+            vec![now.into(), id.into()],
+        );
+        if let Some(w) = Entity::find().from_raw_sql(stmt).one(&self.db).await? {
+            self.wrote();
+            return Ok(w);
+        }
+        let current = self.get(id).await?;
+        Err(StoreError::Conflict(format!(
+            "workflow {id} is {}: only FAILURE or CANCELLED workflows can be retried",
+            current.state().as_str()
+        )))
+    }
+
+    /// When a workflow finishing at `now` is deleted.
+    pub(crate) fn expiry(&self, now: i64) -> i64 {
+        let ttl = i64::try_from(self.result_ttl.as_micros()).unwrap_or(i64::MAX);
+        now.saturating_add(ttl)
+    }
+}
+
+fn parse_token(token: &str) -> Result<(i64, String), StoreError> {
+    token
+        .split_once('.')
+        .and_then(|(created, id)| Some((created.parse().ok()?, id.to_string())))
+        .ok_or_else(|| {
+            StoreError::InvalidArgument(
+                "page_token is not one this server issued; start again without it".into(),
+            )
+        })
+}
+
+fn clamp(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,149 @@
+//! The schema, as sea-orm migrations. The table is plain SQL both databases accept; the event
+//! triggers differ: PostgreSQL NOTIFYs (delivered at commit, in commit order), SQLite appends to
+//! a `workflow_events` outbox that readers tail by sequence number (SQLite serialises writers,
+//! so sequence order is commit order). Either way the event is part of the same transaction as
+//! the change: no change without its event, no event for a change that rolled back.
+
+use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait};
+
+/// The NOTIFY channel of workflow events on PostgreSQL.
+pub(crate) const CHANNEL: &str = "citadel_workflows";
+
+pub(crate) struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateWorkflows)]
+    }
+}
+
+struct CreateWorkflows;
+
+impl MigrationName for CreateWorkflows {
+    fn name(&self) -> &str {
+        "m20261121_000001_create_workflows"
+    }
+}
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    initial_backoff_ms BIGINT NOT NULL,
+    max_backoff_ms BIGINT NOT NULL,
+    time_limit_ms BIGINT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    progress_done BIGINT NOT NULL DEFAULT 0,
+    progress_total BIGINT NOT NULL DEFAULT 0,
+    progress_message TEXT NOT NULL DEFAULT '',
+    result TEXT,
+    error TEXT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    worker TEXT,
+    lease_expires_us BIGINT,
+    created_us BIGINT NOT NULL,
+    updated_us BIGINT NOT NULL,
+    run_at_us BIGINT NOT NULL,
+    started_us BIGINT,
+    finished_us BIGINT,
+    expires_us BIGINT,
+    version BIGINT NOT NULL DEFAULT 0
+)";
+
+const INDEXES: &[&str] = &[
+    // Claims: due work of a state, highest priority first.
+    "CREATE INDEX IF NOT EXISTS workflows_due ON workflows (state, priority, run_at_us)",
+    // The reaper: STARTED with an expired lease.
+    "CREATE INDEX IF NOT EXISTS workflows_lease ON workflows (state, lease_expires_us)",
+    // List, newest first, and its cursor.
+    "CREATE INDEX IF NOT EXISTS workflows_created ON workflows (created_us, id)",
+    // Catching up on events after a lost NOTIFY connection.
+    "CREATE INDEX IF NOT EXISTS workflows_updated ON workflows (updated_us)",
+    // Result expiry.
+    "CREATE INDEX IF NOT EXISTS workflows_expires ON workflows (expires_us)",
+];
+
+/// The event's fields, shared by both backends' triggers; `cut` truncates long text.
+fn event_fields(cut: &str) -> String {
+    format!(
+        "'id', NEW.id, 'kind', NEW.kind, 'state', NEW.state, 'attempts', NEW.attempts, \
+         'done', NEW.progress_done, 'total', NEW.progress_total, \
+         'message', {cut}(NEW.progress_message, 1, 500), 'error', {cut}(NEW.error, 1, 1000), \
+         'cancel_requested', NEW.cancel_requested, 'worker', NEW.worker, \
+         'at_us', NEW.updated_us, 'version', NEW.version"
+    )
+}
+
+fn postgres_events() -> Vec<String> {
+    vec![
+        format!(
+            "CREATE OR REPLACE FUNCTION citadel_workflow_event() RETURNS trigger AS $$
+             BEGIN
+               PERFORM pg_notify('{CHANNEL}', json_build_object({})::text);
+               RETURN NULL;
+             END $$ LANGUAGE plpgsql",
+            event_fields("substr")
+        ),
+        "DROP TRIGGER IF EXISTS workflows_event ON workflows".to_string(),
+        "CREATE TRIGGER workflows_event AFTER INSERT OR UPDATE OF version ON workflows \
+         FOR EACH ROW EXECUTE FUNCTION citadel_workflow_event()"
+            .to_string(),
+    ]
+}
+
+fn sqlite_events() -> Vec<String> {
+    let insert = format!(
+        "INSERT INTO workflow_events (at_us, payload) VALUES (NEW.updated_us, json_object({}))",
+        event_fields("substr")
+    );
+    vec![
+        "CREATE TABLE IF NOT EXISTS workflow_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at_us BIGINT NOT NULL,
+            payload TEXT NOT NULL
+        )"
+        .to_string(),
+        "CREATE INDEX IF NOT EXISTS workflow_events_at ON workflow_events (at_us)".to_string(),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS workflows_event_insert AFTER INSERT ON workflows \
+             BEGIN {insert}; END"
+        ),
+        format!(
+            "CREATE TRIGGER IF NOT EXISTS workflows_event_update AFTER UPDATE OF version \
+             ON workflows BEGIN {insert}; END"
+        ),
+    ]
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateWorkflows {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        let events = match db.get_database_backend() {
+            DbBackend::Postgres => postgres_events(),
+            _ => sqlite_events(),
+        };
+        let statements = std::iter::once(TABLE.to_string())
+            .chain(INDEXES.iter().map(|s| (*s).to_string()))
+            .chain(events);
+        for sql in statements {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("DROP TABLE IF EXISTS workflow_events")
+            .await?;
+        db.execute_unprepared("DROP TABLE IF EXISTS workflows")
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! The workflow store: one table that is both the record of every workflow and the queue.
+//! `api.rs` holds what clients ask for (submit, get, list, cancel, retry); `queue.rs` what
+//! workers do (claim, heartbeat, progress, finish, release, reap, purge).
+
+mod api;
+pub(crate) mod entity;
+pub(crate) mod migration;
+mod queue;
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm_migration::MigratorTrait;
+use tokio::sync::Notify;
+
+pub use api::CancelOutcome;
+pub(crate) use queue::{Finish, Lease};
+
+/// What a store operation can fail with; mapped once, at the gRPC edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("workflow {0} not found")]
+    NotFound(String),
+    /// The workflow's state forbids the operation (cancel a finished one, retry a running one).
+    #[error("{0}")]
+    Conflict(String),
+    /// An idempotency key came back with another kind or other parameters.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The database could not be reached or failed: worth retrying.
+    #[error("the workflow database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// A handle on the workflow database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: DatabaseConnection,
+    /// Pinged after this process's writes, so the SQLite event tailer reads them at once.
+    pub(crate) written: Arc<Notify>,
+    pub(crate) result_ttl: Duration,
+}
+
+/// Connections per process: one per running task plus the feed, the API and the janitor.
+const MAX_CONNECTIONS: u32 = 16;
+
+impl Store {
+    /// Connects to `url` (`sqlite:...` or `postgres://...`) and brings the schema up to date.
+    /// Several processes may do this at once.
+    pub async fn connect(url: &str, result_ttl: Duration) -> Result<Store, StoreError> {
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                // WAL lets readers run beside the one writer; NORMAL syncs at checkpoints,
+                // which WAL keeps crash-safe (a power cut may lose the last commits, never
+                // corrupt the file).
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        let db = Database::connect(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", redact(url))))?;
+        migrate(&db).await?;
+        Ok(Store {
+            db,
+            written: Arc::new(Notify::new()),
+            result_ttl,
+        })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    pub(crate) fn statement(&self, sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(self.backend(), sql, values)
+    }
+
+    /// Wakes this process's event tailer after a write (PostgreSQL needs no help).
+    pub(crate) fn wrote(&self) {
+        self.written.notify_one();
+    }
+}
+
+/// Runs the migrations. Two processes starting together may race on `CREATE`; every statement
+/// is `IF NOT EXISTS`, so the loser's second pass finds the work done.
+async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        match migration::Migrator::up(db, None).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 3 => {
+                tries += 1;
+                tracing::debug!(error = %e, "migration raced another process; trying again");
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(StoreError::Unavailable(format!("migrations failed: {e}"))),
+        }
+    }
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

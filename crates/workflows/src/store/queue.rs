@@ -1,0 +1,247 @@
+//! What workers do to the table. Every write that ends or moves an attempt is fenced by its
+//! lease — `(id, worker, started_us)` — so a worker that lost its lease (it stalled, the reaper
+//! gave the task to another) can never overwrite the new holder's outcome: exactly one
+//! attempt's result is recorded.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Value};
+
+use super::{Store, StoreError, entity::Entity};
+use crate::{Workflow, now_us};
+
+/// The claim on one attempt of one workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Lease {
+    pub id: String,
+    pub worker: String,
+    pub started_us: i64,
+}
+
+impl Lease {
+    pub(crate) fn of(workflow: &Workflow, worker: &str) -> Lease {
+        Lease {
+            id: workflow.id.clone(),
+            worker: worker.to_string(),
+            started_us: workflow.started_us.unwrap_or_default(),
+        }
+    }
+
+    fn fence(&self, first: usize) -> (String, Vec<Value>) {
+        let sql = format!(
+            "id = ${} AND worker = ${} AND started_us = ${} AND state = 'STARTED'",
+            first,
+            first + 1,
+            first + 2
+        );
+        let values = vec![
+            self.id.clone().into(),
+            self.worker.clone().into(),
+            self.started_us.into(),
+        ];
+        (sql, values)
+    }
+}
+
+/// How an attempt ends, as the store records it.
+#[derive(Debug, Clone)]
+pub(crate) struct Finish {
+    pub state: crate::State,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    /// For RETRY: when it may run again.
+    pub run_at_us: Option<i64>,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Takes up to `limit` due workflows of `kinds` for `worker`, highest priority and oldest
+    /// first. On PostgreSQL, `SKIP LOCKED` lets many workers claim side by side without waiting
+    /// on each other's rows; SQLite serialises writers, so the statement alone is atomic.
+    pub(crate) async fn claim(
+        &self,
+        worker: &str,
+        kinds: &[&str],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Workflow>, StoreError> {
+        if limit == 0 || kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_us();
+        let kind_params: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 5)).collect();
+        let lock = match self.backend() {
+            DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let sql = format!(
+            "UPDATE workflows SET state = 'STARTED', worker = $1, attempts = attempts + 1, \
+             started_us = $2, lease_expires_us = $3, updated_us = $2, version = version + 1 \
+             WHERE id IN (SELECT id FROM workflows \
+               WHERE state IN ('PENDING', 'RETRY') AND run_at_us <= $2 AND kind IN ({}) \
+               ORDER BY priority DESC, run_at_us, created_us LIMIT $4 {lock}) \
+             RETURNING *",
+            kind_params.join(", ")
+        );
+        let mut values: Vec<Value> = vec![
+            worker.into(),
+            now.into(),
+            now.saturating_add(micros(lease)).into(),
+            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+        ];
+        values.extend(kinds.iter().map(|k| Value::from(*k)));
+        let claimed = Entity::find()
+            .from_raw_sql(self.statement(&sql, values))
+            .all(&self.db)
+            .await?;
+        if !claimed.is_empty() {
+            self.wrote();
+        }
+        Ok(claimed)
+    }
+
+    /// Extends the leases of everything `worker` holds. Returns each held workflow's id,
+    /// `started_us` and whether a cancel was requested; a running attempt missing from the
+    /// answer has lost its lease.
+    pub(crate) async fn heartbeat(
+        &self,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<(Lease, bool)>, StoreError> {
+        let stmt = self.statement(
+            "UPDATE workflows SET lease_expires_us = $1 WHERE worker = $2 AND state = 'STARTED' \
+             RETURNING id, started_us, cancel_requested",
+            vec![now_us().saturating_add(micros(lease)).into(), worker.into()],
+        );
+        let rows = self.db.query_all_raw(stmt).await?;
+        let mut held = Vec::with_capacity(rows.len());
+        for row in rows {
+            let lease = Lease {
+                id: row.try_get("", "id")?,
+                worker: worker.to_string(),
+                started_us: row
+                    .try_get::<Option<i64>>("", "started_us")?
+                    .unwrap_or_default(),
+            };
+            held.push((lease, row.try_get("", "cancel_requested")?));
+        }
+        Ok(held)
+    }
+
+    /// Records progress. `false`: the lease is gone.
+    pub(crate) async fn progress(
+        &self,
+        lease: &Lease,
+        done: u64,
+        total: u64,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let (fence, fence_values) = lease.fence(5);
+        let sql = format!(
+            "UPDATE workflows SET progress_done = $1, progress_total = $2, \
+             progress_message = $3, updated_us = $4, version = version + 1 WHERE {fence}"
+        );
+        let mut values: Vec<Value> = vec![
+            i64::try_from(done).unwrap_or(i64::MAX).into(),
+            i64::try_from(total).unwrap_or(i64::MAX).into(),
+            message.into(),
+            now_us().into(),
+        ];
+        values.extend(fence_values);
+        self.fenced_write(&sql, values).await
+    }
+
+    /// Ends an attempt. `false`: the lease was lost and nothing was written.
+    pub(crate) async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
+        let now = now_us();
+        let finished = finish.state.is_finished();
+        let (fence, fence_values) = lease.fence(8);
+        let sql = format!(
+            "UPDATE workflows SET state = $1, result = $2, error = $3, \
+             run_at_us = COALESCE($4, run_at_us), finished_us = $5, expires_us = $6, \
+             lease_expires_us = NULL, updated_us = $7, version = version + 1 WHERE {fence}"
+        );
+        let mut values: Vec<Value> = vec![
+            finish.state.as_str().into(),
+            finish.result.clone().into(),
+            finish.error.clone().into(),
+            finish.run_at_us.into(),
+            finished.then_some(now).into(),
+            finished.then(|| self.expiry(now)).into(),
+            now.into(),
+        ];
+        values.extend(fence_values);
+        self.fenced_write(&sql, values).await
+    }
+
+    /// Gives an unfinished attempt back (worker shutdown): PENDING again, the attempt not
+    /// counted, runnable at once by any worker.
+    pub(crate) async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let (fence, fence_values) = lease.fence(2);
+        let sql = format!(
+            "UPDATE workflows SET state = 'PENDING', attempts = attempts - 1, run_at_us = $1, \
+             lease_expires_us = NULL, updated_us = $1, version = version + 1 WHERE {fence}"
+        );
+        let mut values: Vec<Value> = vec![now_us().into()];
+        values.extend(fence_values);
+        self.fenced_write(&sql, values).await
+    }
+
+    async fn fenced_write(&self, sql: &str, values: Vec<Value>) -> Result<bool, StoreError> {
+        let result = self.db.execute_raw(self.statement(sql, values)).await?;
+        self.wrote();
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Takes back attempts whose worker stopped heartbeating: RETRY at once (the attempt
+    /// counts), FAILURE when it was the last one, CANCELLED when a cancel was pending.
+    /// Returns how many were taken back.
+    pub(crate) async fn reap_expired(&self) -> Result<u64, StoreError> {
+        let now = now_us();
+        let lock = match self.backend() {
+            DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let ends = "(cancel_requested OR attempts >= max_attempts)";
+        let sql = format!(
+            "UPDATE workflows SET \
+               state = CASE WHEN cancel_requested THEN 'CANCELLED' \
+                 WHEN attempts >= max_attempts THEN 'FAILURE' ELSE 'RETRY' END, \
+               error = 'worker ' || COALESCE(worker, '?') || \
+                 ' stopped heartbeating; its lease expired mid-attempt', \
+               finished_us = CASE WHEN {ends} THEN $1 ELSE NULL END, \
+               expires_us = CASE WHEN {ends} THEN $2 ELSE NULL END, \
+               run_at_us = $1, lease_expires_us = NULL, updated_us = $1, version = version + 1 \
+             WHERE id IN (SELECT id FROM workflows \
+               WHERE state = 'STARTED' AND lease_expires_us < $1 LIMIT 100 {lock})"
+        );
+        let stmt = self.statement(&sql, vec![now.into(), self.expiry(now).into()]);
+        let reaped = self.db.execute_raw(stmt).await?.rows_affected();
+        if reaped > 0 {
+            self.wrote();
+        }
+        Ok(reaped)
+    }
+
+    /// Deletes finished workflows past their expiry (and, on SQLite, old outbox events).
+    pub(crate) async fn purge_expired(&self, keep_events: Duration) -> Result<u64, StoreError> {
+        let now = now_us();
+        let stmt = self.statement(
+            "DELETE FROM workflows WHERE expires_us < $1",
+            vec![now.into()],
+        );
+        let purged = self.db.execute_raw(stmt).await?.rows_affected();
+        if self.backend() == DbBackend::Sqlite {
+            let cutoff = now.saturating_sub(micros(keep_events));
+            let stmt = self.statement(
+                "DELETE FROM workflow_events WHERE at_us < $1",
+                vec![cutoff.into()],
+            );
+            self.db.execute_raw(stmt).await?;
+        }
+        Ok(purged)
+    }
+}

@@ -1,0 +1,109 @@
+//! The task interface. A kind is one `Task` implementation registered in a `Registry`: it checks
+//! its parameters when the workflow is submitted (bad input is a 400, not a FAILURE an hour
+//! later) and runs one attempt when a worker claims it. The worker owns everything around the
+//! attempt — leases, time limit, retries, cancellation, recording the outcome — so a new kind
+//! (an LLM chain, a Qdrant ingestion) is one file and one `register` call.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Store, store::Lease};
+
+#[async_trait::async_trait]
+pub trait Task: Send + Sync + 'static {
+    /// The name clients submit (`embed_batch`).
+    fn kind(&self) -> &'static str;
+
+    /// Checks `params` at submit time; the message names the offending field.
+    fn validate(&self, params: &Json) -> Result<(), String>;
+
+    /// Runs one attempt. The future may be dropped at any await point (time limit, cancel,
+    /// shutdown), so a task must leave nothing half-written that a retry would trip over.
+    async fn run(&self, ctx: TaskContext) -> Result<Json, TaskError>;
+}
+
+/// Why an attempt failed, and whether another attempt could do better.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl TaskError {
+    /// A passing fault (an upstream outage, a full queue): retried under the retry policy.
+    pub fn retryable(message: impl Into<String>) -> TaskError {
+        TaskError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// Another attempt would fail the same way (bad parameters, a missing file).
+    pub fn permanent(message: impl Into<String>) -> TaskError {
+        TaskError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// What a running attempt may see and do.
+pub struct TaskContext {
+    pub workflow_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub params: Json,
+    pub(crate) store: Store,
+    pub(crate) lease: Lease,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl TaskContext {
+    /// Records progress (published as an event). A failed write is logged, not fatal: progress
+    /// is advisory, the outcome is what counts.
+    pub async fn progress(&self, done: u64, total: u64, message: &str) {
+        match self.store.progress(&self.lease, done, total, message).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(id = %self.workflow_id, "progress after the lease ended"),
+            Err(e) => tracing::warn!(id = %self.workflow_id, error = %e, "progress not recorded"),
+        }
+    }
+
+    /// Resolves when the attempt should stop (a cancel request, shutdown, a lost lease). The
+    /// worker also drops the task's future then; this is for tasks that want to clean up.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// The kinds this process knows, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tasks: BTreeMap<&'static str, Arc<dyn Task>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn register(&mut self, task: impl Task) -> &mut Registry {
+        self.tasks.insert(task.kind(), Arc::new(task));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Task>> {
+        self.tasks.get(kind)
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.tasks.keys().copied().collect()
+    }
+}

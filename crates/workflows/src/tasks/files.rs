@@ -1,0 +1,55 @@
+//! Where `embed_batch` and `cache_warm` may read and write files: only under one directory
+//! (`workflows.files_dir`), named by relative paths, so a submitted workflow can neither read
+//! nor overwrite anything else on the worker's machine.
+
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct FileRoot {
+    root: PathBuf,
+}
+
+impl FileRoot {
+    pub fn new(root: impl Into<PathBuf>) -> FileRoot {
+        FileRoot { root: root.into() }
+    }
+
+    /// Checks a path parameter without touching the disk (submit time).
+    pub fn check(key: &str, path: &str) -> Result<(), String> {
+        let p = Path::new(path);
+        let plain = p
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if path.is_empty() || !plain || p.is_absolute() {
+            return Err(format!(
+                "params.{key} must be a relative path inside the workers' files_dir, \
+                 without `..`: got {path:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn resolve(&self, key: &str, path: &str) -> Result<PathBuf, String> {
+        Self::check(key, path)?;
+        Ok(self.root.join(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_relative_paths_inside_the_root() {
+        assert!(FileRoot::check("f", "corpus/a.jsonl").is_ok());
+        assert!(FileRoot::check("f", "./a.jsonl").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../../x"] {
+            assert!(FileRoot::check("f", bad).is_err(), "{bad}");
+        }
+        let root = FileRoot::new("/data");
+        assert_eq!(
+            root.resolve("f", "a.jsonl").ok(),
+            Some(PathBuf::from("/data/a.jsonl"))
+        );
+    }
+}
