@@ -1,7 +1,8 @@
 //! `citadel`: the Citadel Orchestrator binary.
 //!
-//! `citadel serve` runs the REST edge, the gRPC mesh and the in-process models in one process;
-//! `citadel config check` validates a configuration without connecting anywhere; `citadel cache
+//! `citadel serve` runs the REST edge, the gRPC mesh, the in-process models and a workflow
+//! worker in one process; `citadel worker` runs workflows alone (`worker.rs`); `citadel config
+//! check` validates a configuration without connecting anywhere; `citadel cache
 //! warm` fills a running server's cache (`warm.rs`). This file owns the command line only;
 //! wiring lives in `serve.rs`.
 
@@ -10,6 +11,8 @@
 mod models;
 mod serve;
 mod warm;
+mod worker;
+mod workflows;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -31,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the REST edge, the gRPC services and the in-process models in one process.
     Serve(ServeArgs),
+    /// Run workflows from the shared database (`database.url`) until SIGTERM.
+    Worker(WorkerArgs),
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -74,6 +79,15 @@ struct ServeArgs {
     config: ConfigArgs,
 }
 
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Tasks run at once (overrides workflows.concurrency).
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
 impl ConfigArgs {
     fn load(&self) -> Result<Config, ConfigError> {
         let overrides = Overrides {
@@ -94,6 +108,10 @@ fn main() -> ExitCode {
         Command::Cache(CacheCommand::Warm(args)) => warm::run(&args),
         Command::Serve(args) => match args.config.load() {
             Ok(config) => serve::run(config),
+            Err(e) => fail(&e),
+        },
+        Command::Worker(args) => match args.config.load() {
+            Ok(config) => worker::run(config, args.concurrency),
             Err(e) => fail(&e),
         },
     }

@@ -1,5 +1,6 @@
-//! `citadel serve`: builds the models, starts the gRPC mesh and the REST edge on top of it, and
-//! shuts both down in order on SIGTERM/SIGINT.
+//! `citadel serve`: builds the models, opens the workflow store, starts the gRPC mesh, the REST
+//! edge on top of it and (unless disabled) a workflow worker, and shuts them down in order on
+//! SIGTERM/SIGINT.
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
@@ -8,11 +9,13 @@ use axum::serve::ListenerExt;
 use citadel_config::Config;
 use citadel_embeddings::EmbeddingCore;
 use citadel_gateway::{AppState, GatewaySettings};
-use citadel_grpc::{GrpcSettings, HealthControl};
+use citadel_grpc::{GrpcSettings, HealthControl, WorkflowApi};
 use citadel_telemetry::MetricsHandle;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::{Health, HealthServer};
+
+use crate::workflows::Workflows;
 
 pub fn run(config: Config) -> ExitCode {
     let json = config.log.format == citadel_config::LogFormat::Json;
@@ -51,9 +54,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let http_listener = bind("http.addr", config.http.addr).await?;
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
+    // Workflows: the store (migrated), its events, and the kinds, whose embedding calls go to
+    // this process's own gRPC server unless configured elsewhere.
+    let embeddings_url = match config.workflows.embeddings_url.as_str() {
+        "" => loopback_url(grpc_addr),
+        url => url.to_string(),
+    };
+    let workflows = Workflows::open(&config, &embeddings_url).await?;
+    let workflow_api = WorkflowApi::new(
+        workflows.store.clone(),
+        workflows.hub.clone(),
+        workflows.registry.clone(),
+        Workflows::submit_defaults(&config),
+    );
+
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new(&core).await;
-    let mut grpc = start_grpc(&config, core.clone(), health_service, grpc_listener)?;
+    let mut grpc = start_grpc(
+        &config,
+        core.clone(),
+        workflow_api,
+        health_service,
+        grpc_listener,
+    )?;
 
     // The REST edge, calling the mesh over a real gRPC channel.
     let upstream = match config.grpc.upstream.as_str() {
@@ -69,6 +92,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         grpc_addr,
     ));
 
+    let worker = config
+        .workflows
+        .worker_enabled
+        .then(|| workflows.spawn_worker(&config, config.workflows.concurrency));
+
     tokio::select! {
         () = shutdown => tracing::info!("shutdown requested: draining in-flight requests"),
         result = &mut http.task => bail!("the REST edge stopped: {result:?}"),
@@ -80,7 +108,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // A model still loading must not turn health back to SERVING once draining has begun.
     readiness.abort();
     health.shutting_down().await;
-    http.drain(deadline).await;
+    // The worker's running tasks may call this process's EmbeddingService: the mesh stays up
+    // until they have finished or been given back.
+    let worker_drained = async {
+        if let Some((task, stop)) = worker {
+            let _ = stop.send(());
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "the workflow worker failed while draining");
+            }
+        }
+    };
+    tokio::join!(http.drain(deadline), worker_drained);
     health.close().await;
     grpc.drain(deadline).await;
     core.close();
@@ -127,13 +165,14 @@ impl Running {
 fn start_grpc(
     config: &Config,
     core: Arc<EmbeddingCore>,
+    workflows: WorkflowApi,
     health: HealthServer<impl Health>,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
     let settings = GrpcSettings {
         max_message_bytes: config.grpc.max_message_bytes,
     };
-    let router = citadel_grpc::router(core, health, settings)?;
+    let router = citadel_grpc::router(core, workflows, health, settings)?;
     // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
     // ACKs and adds ~40 ms to a single-input request.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -196,7 +235,7 @@ async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// This process's own gRPC server, reached over loopback even when bound to all interfaces.
-fn loopback_url(addr: SocketAddr) -> String {
+pub(crate) fn loopback_url(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         ip if !ip.is_unspecified() => ip,
         std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -206,7 +245,7 @@ fn loopback_url(addr: SocketAddr) -> String {
 }
 
 /// SIGTERM or SIGINT. The handlers are registered now, not when the future is first polled.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;

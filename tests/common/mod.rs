@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod pg;
 pub mod upstream;
 
 pub const MODEL: &str = "all-minilm";
@@ -50,6 +51,17 @@ fn write_config(toml: &str) -> PathBuf {
     path
 }
 
+/// A fresh SQLite workflow database in the temp directory.
+pub fn sqlite_url() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("citadel-test-{}-{n}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
 /// Spawns `citadel` with `args` (from the repo root) and captures its output.
 pub fn spawn(
     args: &[&str],
@@ -66,6 +78,10 @@ pub fn spawn(
     // Only the test's own configuration: no CITADEL_* variable from the surrounding shell.
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CITADEL_")) {
         command.env_remove(key);
+    }
+    // Each process gets its own workflow database unless the test shares one on purpose.
+    if !env.iter().any(|(k, _)| *k == "CITADEL_DATABASE__URL") {
+        command.env("CITADEL_DATABASE__URL", sqlite_url());
     }
     for (k, v) in env {
         command.env(k, v);

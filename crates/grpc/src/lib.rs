@@ -1,10 +1,13 @@
-//! The gRPC edge of the mesh: `citadel.v1.EmbeddingService`, `grpc.health.v1.Health` and server
-//! reflection, served by tonic over the embedding core.
+//! The gRPC edge of the mesh: `citadel.v1.EmbeddingService`, `citadel.v1.WorkflowService`,
+//! `grpc.health.v1.Health` and server reflection, served by tonic over the embedding core and
+//! the workflow store.
 //!
 //! This crate owns the translation between protobuf messages and the core's types, the one
-//! mapping from [`citadel_embeddings::EmbedError`] to `tonic::Status`, `grpc-timeout` deadlines,
+//! mapping from [`citadel_embeddings::EmbedError`] and [`citadel_workflows::StoreError`] to
+//! `tonic::Status`, `grpc-timeout` deadlines,
 //! health reporting tied to model readiness, and the server's limits. It must hold no embedding
-//! logic: handlers convert, call [`citadel_embeddings::EmbeddingCore`], convert back.
+//! or queue logic: handlers convert, call [`citadel_embeddings::EmbeddingCore`] or
+//! [`citadel_workflows::Store`], convert back.
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +17,12 @@ mod embedding;
 mod health;
 mod server;
 mod status;
+mod workflow;
+mod workflow_convert;
+mod workflow_watch;
 
 pub use embedding::EmbeddingApi;
 pub use health::HealthControl;
 pub use server::{GrpcRouter, GrpcSettings, router};
+pub use workflow::WorkflowApi;
+pub use workflow_convert::SubmitDefaults;

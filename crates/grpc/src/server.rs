@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use citadel_embeddings::EmbeddingCore;
-use citadel_proto::v1::embedding_service_server::EmbeddingServiceServer;
+use citadel_proto::v1::{
+    embedding_service_server::EmbeddingServiceServer,
+    workflow_service_server::WorkflowServiceServer,
+};
 use tonic::transport::{Server, server::Router};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::layer::util::{Identity, Stack};
@@ -13,7 +16,7 @@ use tower_http::{
 };
 use tracing::Level;
 
-use crate::EmbeddingApi;
+use crate::{EmbeddingApi, WorkflowApi};
 
 /// The assembled server, ready for `serve_with_incoming_shutdown`.
 pub type GrpcRouter = Router<Stack<Trace, Identity>>;
@@ -24,14 +27,18 @@ pub struct GrpcSettings {
     pub max_message_bytes: usize,
 }
 
-/// The gRPC router: EmbeddingService, Health, and reflection (v1 and v1alpha, for grpcurl and
+/// The gRPC router: EmbeddingService, WorkflowService, Health, and reflection (v1 and v1alpha, for grpcurl and
 /// older clients) listing only the public services.
 pub fn router(
     core: Arc<EmbeddingCore>,
+    workflows: WorkflowApi,
     health: HealthServer<impl Health>,
     settings: GrpcSettings,
 ) -> Result<GrpcRouter, tonic_reflection::server::Error> {
     let embeddings = EmbeddingServiceServer::new(EmbeddingApi::new(core))
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(settings.max_message_bytes);
+    let workflows = WorkflowServiceServer::new(workflows)
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
     let reflection = || {
@@ -44,7 +51,8 @@ pub fn router(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(embeddings))
+        .add_service(embeddings)
+        .add_service(workflows))
 }
 
 /// Every log line of a gRPC call carries the caller's `x-request-id` (the REST edge always
@@ -76,6 +84,8 @@ fn trace_layer() -> Trace {
     let classifier = GrpcErrorsAsFailures::new()
         .with_success(GrpcCode::InvalidArgument)
         .with_success(GrpcCode::NotFound)
+        .with_success(GrpcCode::FailedPrecondition)
+        .with_success(GrpcCode::AlreadyExists)
         .with_success(GrpcCode::ResourceExhausted)
         .with_success(GrpcCode::DeadlineExceeded)
         .with_success(GrpcCode::Cancelled);

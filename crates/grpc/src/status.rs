@@ -4,7 +4,29 @@ use citadel_embeddings::EmbedError;
 use citadel_proto::metadata::{
     ERROR_PARAM as ERROR_PARAM_KEY, RETRY_AFTER as RETRY_AFTER_KEY, UPSTREAM as UPSTREAM_KEY,
 };
+use citadel_workflows::StoreError;
 use tonic::{Code, Status, metadata::MetadataValue};
+
+/// INVALID_ARGUMENT naming the request field.
+pub(crate) fn invalid(param: &'static str, message: impl Into<String>) -> Status {
+    let mut status = Status::new(Code::InvalidArgument, message.into());
+    status
+        .metadata_mut()
+        .insert(ERROR_PARAM_KEY, MetadataValue::from_static(param));
+    status
+}
+
+/// The one place a workflow store error becomes a gRPC status.
+pub(crate) fn store_status(error: StoreError) -> Status {
+    let message = error.to_string();
+    match error {
+        StoreError::NotFound(_) => Status::new(Code::NotFound, message),
+        StoreError::Conflict(_) => Status::new(Code::FailedPrecondition, message),
+        StoreError::IdempotencyKeyReused(_) => Status::new(Code::AlreadyExists, message),
+        StoreError::InvalidArgument(_) => invalid("page_token", message),
+        StoreError::Unavailable(_) => Status::new(Code::Unavailable, message),
+    }
+}
 
 pub(crate) fn to_status(error: EmbedError) -> Status {
     let message = error.to_string();

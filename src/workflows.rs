@@ -1,0 +1,110 @@
+//! Wiring of the workflow crate into the binary: the store on `database.url`, its event feed,
+//! the task kinds with their EmbeddingService client, and the worker (in `serve` unless
+//! `workflows.worker_enabled = false`, or alone as `citadel worker`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use citadel_config::Config;
+use citadel_grpc::SubmitDefaults;
+use citadel_proto::v1::embedding_service_client::EmbeddingServiceClient;
+use citadel_workflows::{
+    EventHub, Registry, RetryPolicy, Store, Worker, WorkerSettings,
+    tasks::{CacheWarm, EmbedBatch, EmbedSettings, FileRoot, Noop, Sleep},
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// The store, its events and the kinds this process knows.
+pub struct Workflows {
+    pub store: Store,
+    pub hub: EventHub,
+    pub registry: Registry,
+}
+
+impl Workflows {
+    /// Connects (running migrations) and starts the event feed. `embeddings_url` is the
+    /// EmbeddingService the embedding kinds call.
+    pub async fn open(config: &Config, embeddings_url: &str) -> anyhow::Result<Workflows> {
+        let ttl = Duration::from_secs(config.workflows.result_ttl_secs);
+        let store = Store::connect(&config.database.url, ttl)
+            .await
+            .context("database.url: the workflow store cannot start")?;
+        let hub = EventHub::start(&store)
+            .await
+            .context("database.url: cannot follow workflow events")?;
+        let registry = registry(config, embeddings_url)?;
+        Ok(Workflows {
+            store,
+            hub,
+            registry,
+        })
+    }
+
+    pub fn submit_defaults(config: &Config) -> SubmitDefaults {
+        let w = &config.workflows;
+        SubmitDefaults {
+            time_limit_ms: w.default_time_limit_ms,
+            retry: RetryPolicy {
+                max_attempts: w.default_max_attempts,
+                initial_backoff_ms: w.default_initial_backoff_ms,
+                max_backoff_ms: w.default_max_backoff_ms,
+            },
+        }
+    }
+
+    /// Starts a worker; send on the returned switch to drain it.
+    pub fn spawn_worker(
+        &self,
+        config: &Config,
+        concurrency: usize,
+    ) -> (JoinHandle<()>, oneshot::Sender<()>) {
+        let worker = Worker::new(
+            self.store.clone(),
+            self.hub.clone(),
+            self.registry.clone(),
+            worker_settings(config, concurrency),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        (task, stop)
+    }
+}
+
+fn worker_settings(config: &Config, concurrency: usize) -> WorkerSettings {
+    let w = &config.workflows;
+    let name = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_string());
+    WorkerSettings {
+        name,
+        concurrency,
+        lease: Duration::from_millis(w.lease_ms),
+        heartbeat: Duration::from_millis(w.heartbeat_ms),
+        poll_interval: Duration::from_millis(w.poll_interval_ms),
+        shutdown_grace: Duration::from_millis(w.shutdown_grace_ms),
+    }
+}
+
+/// The built-in kinds. New kinds register here.
+fn registry(config: &Config, embeddings_url: &str) -> anyhow::Result<Registry> {
+    let channel = citadel_gateway::upstream_channel(embeddings_url)
+        .with_context(|| format!("workflows.embeddings_url: bad URL {embeddings_url:?}"))?;
+    let max = config.grpc.max_message_bytes;
+    let embed = EmbedSettings {
+        client: EmbeddingServiceClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        chunk_size: config.workflows.embed_chunk_size,
+        files: FileRoot::new(&config.workflows.files_dir),
+    };
+    let mut registry = Registry::new();
+    registry
+        .register(Noop)
+        .register(Sleep)
+        .register(EmbedBatch(embed.clone()))
+        .register(CacheWarm(embed));
+    Ok(registry)
+}
