@@ -126,6 +126,42 @@ impl From<Status> for ApiError {
     }
 }
 
+/// The workflow routes' reading of the codes whose meaning differs there: the missing thing is
+/// a workflow (`id`), not a model, and a state or key conflict is a 409. Everything else as
+/// for any route.
+pub(crate) fn workflow_error(status: Status) -> ApiError {
+    let conflict = |code| ApiError {
+        code: Some(code),
+        ..ApiError::new(StatusCode::CONFLICT, INVALID, status.message())
+    };
+    match status.code() {
+        Code::NotFound => ApiError {
+            param: Some("id".to_string()),
+            code: Some("workflow_not_found"),
+            ..ApiError::new(StatusCode::NOT_FOUND, INVALID, status.message())
+        },
+        Code::FailedPrecondition => conflict("workflow_state_conflict"),
+        Code::AlreadyExists => ApiError {
+            param: Some("idempotency_key".to_string()),
+            ..conflict("idempotency_key_reused")
+        },
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::InvalidArgument
+        | Code::DeadlineExceeded
+        | Code::PermissionDenied
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::Unavailable
+        | Code::DataLoss
+        | Code::Unauthenticated => ApiError::from(status),
+    }
+}
+
 /// Malformed JSON bodies get the same error shape as everything else.
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {

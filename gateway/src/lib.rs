@@ -4,9 +4,10 @@
 //! `/health/detailed`, `/metrics`), the OpenAI error shape, request ids, CORS, body limits and
 //! HTTP metrics. Beside it sits an Ollama-compatible surface (`/api/embed`, `/api/embeddings`,
 //! `/api/tags`, `/api/version`, errors as Ollama's `{"error": "..."}`) so tools built for Ollama
-//! can point at Citadel unchanged. It holds no business logic and never reaches past the gRPC
-//! contract: every call goes through a tonic channel to `citadel.v1.*`, so anything REST can
-//! do, gRPC can too.
+//! can point at Citadel unchanged. Durable workflows are submitted, listed, fetched, cancelled
+//! and retried at `/api/v1/workflows` (`citadel.v1.WorkflowService`). It holds no business
+//! logic and never reaches past the gRPC contract: every call goes through a tonic channel to
+//! `citadel.v1.*`, so anything REST can do, gRPC can too.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ mod ollama;
 mod openai;
 mod routes;
 mod state;
+mod workflows;
 
 use std::time::Duration;
 
@@ -55,6 +57,20 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
         .route("/api/embeddings", post(routes::ollama::embeddings))
         .route("/api/tags", get(routes::ollama::tags))
         .route("/api/version", get(routes::ollama::version))
+        // Durable workflows.
+        .route(
+            "/api/v1/workflows",
+            post(routes::workflows::submit).get(routes::workflows::list),
+        )
+        .route("/api/v1/workflows/{id}", get(routes::workflows::get))
+        .route(
+            "/api/v1/workflows/{id}/cancel",
+            post(routes::workflows::cancel),
+        )
+        .route(
+            "/api/v1/workflows/{id}/retry",
+            post(routes::workflows::retry),
+        )
         .route("/health", get(routes::health::live))
         .route("/health/", get(routes::health::live))
         .route("/health/detailed", get(routes::health::detailed))

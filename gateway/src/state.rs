@@ -3,9 +3,15 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::http::HeaderMap;
-use citadel_proto::{metadata::REQUEST_ID, v1::embedding_service_client::EmbeddingServiceClient};
+use citadel_proto::{
+    metadata::REQUEST_ID,
+    v1::{
+        embedding_service_client::EmbeddingServiceClient,
+        workflow_service_client::WorkflowServiceClient,
+    },
+};
 use tokio::time::Instant;
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::{Status, metadata::MetadataValue, transport::Channel};
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::ApiError;
@@ -19,6 +25,7 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) embeddings: EmbeddingServiceClient<Channel>,
+    pub(crate) workflows: WorkflowServiceClient<Channel>,
     pub(crate) health: HealthClient<Channel>,
     pub(crate) metrics: MetricsRender,
     pub(crate) request_timeout: Duration,
@@ -38,8 +45,12 @@ impl AppState {
         let embeddings = EmbeddingServiceClient::new(channel.clone())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
+        let workflows = WorkflowServiceClient::new(channel.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
         AppState {
             embeddings,
+            workflows,
             health: HealthClient::new(channel),
             metrics,
             request_timeout,
@@ -63,30 +74,41 @@ impl AppState {
     /// Awaits a gRPC call, bounded by the edge's deadline even if the mesh never answers.
     pub(crate) async fn call<T>(
         &self,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, ApiError> {
+        self.call_mapped(call, "embedding service", ApiError::from)
+            .await
+    }
+
+    /// Like `call`, for `service`, whose routes read some statuses their own way (`map`).
+    pub(crate) async fn call_mapped<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+        service: &str,
+        map: fn(Status) -> ApiError,
     ) -> Result<T, ApiError> {
         match tokio::time::timeout(self.request_timeout + DEADLINE_GRACE, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(self.explain(status)),
-            Err(_) => Err(ApiError::from(tonic::Status::deadline_exceeded(format!(
-                "no answer from the embedding service within {}ms",
+            Ok(Err(status)) => Err(map(self.explain(status, service))),
+            Err(_) => Err(map(Status::deadline_exceeded(format!(
+                "no answer from the {service} within {}ms",
                 self.request_timeout.as_millis()
             )))),
         }
     }
 
     /// A transport failure says which upstream could not be reached.
-    fn explain(&self, status: tonic::Status) -> ApiError {
+    fn explain(&self, status: Status, service: &str) -> Status {
         let unreachable = status.code() == tonic::Code::Unavailable
             && std::error::Error::source(&status).is_some();
         if unreachable {
             let message = format!(
-                "the embedding service at {} is unreachable: {}",
+                "the {service} at {} is unreachable: {}",
                 self.upstream,
                 status.message()
             );
-            return ApiError::from(tonic::Status::unavailable(message));
+            return Status::unavailable(message);
         }
-        ApiError::from(status)
+        status
     }
 }

@@ -4,6 +4,7 @@ pub mod embeddings;
 pub mod health;
 pub mod models;
 pub mod ollama;
+pub mod workflows;
 
 use axum::http::{Method, StatusCode, Uri};
 
