@@ -12,6 +12,7 @@ use citadel_gateway::{AppState, GatewaySettings};
 use citadel_grpc::{GrpcSettings, HealthControl, WorkflowApi};
 use citadel_telemetry::MetricsHandle;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::{Health, HealthServer};
 
@@ -60,12 +61,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "" => loopback_url(grpc_addr),
         url => url.to_string(),
     };
-    let workflows = Workflows::open(&config, &embeddings_url).await?;
+    let workflows = Workflows::open(&config, &embeddings_url, config.workflows.concurrency).await?;
+    let stopping = CancellationToken::new();
     let workflow_api = WorkflowApi::new(
         workflows.store.clone(),
         workflows.hub.clone(),
         workflows.registry.clone(),
         Workflows::submit_defaults(&config),
+        stopping.clone(),
     );
 
     // The mesh: health says NOT_SERVING until every model has loaded.
@@ -120,11 +123,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     tokio::join!(http.drain(deadline), worker_drained);
     health.close().await;
-    grpc.drain(deadline).await;
+    // Watch streams would hold the mesh's drain open until its deadline.
+    stopping.cancel();
+    // The worker may have used the whole drain budget: in-flight calls still get a moment.
+    grpc.drain(deadline.max(Instant::now() + GRPC_DRAIN_FLOOR))
+        .await;
     core.close();
     tracing::info!("citadel stopped");
     Ok(())
 }
+
+/// The mesh's drain after the edge and the worker have finished: never less than this.
+const GRPC_DRAIN_FLOOR: Duration = Duration::from_secs(2);
 
 /// A server task and the switch that starts its graceful shutdown.
 struct Running {

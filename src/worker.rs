@@ -43,7 +43,7 @@ async fn work(config: Config, concurrency: Option<usize>) -> anyhow::Result<()> 
         (_, url) if !url.is_empty() => url.clone(),
         _ => loopback_url(config.grpc.addr),
     };
-    let workflows = Workflows::open(&config, &embeddings).await?;
+    let workflows = Workflows::open(&config, &embeddings, concurrency).await?;
     let (mut task, stop) = workflows.spawn_worker(&config, concurrency);
     tracing::info!(concurrency, %embeddings, "citadel worker ready");
     tokio::select! {

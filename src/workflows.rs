@@ -24,9 +24,15 @@ pub struct Workflows {
 impl Workflows {
     /// Connects (running migrations) and starts the event feed. `embeddings_url` is the
     /// EmbeddingService the embedding kinds call.
-    pub async fn open(config: &Config, embeddings_url: &str) -> anyhow::Result<Workflows> {
+    pub async fn open(
+        config: &Config,
+        embeddings_url: &str,
+        concurrency: usize,
+    ) -> anyhow::Result<Workflows> {
         let ttl = Duration::from_secs(config.workflows.result_ttl_secs);
-        let store = Store::connect(&config.database.url, ttl)
+        // A connection per running task, the API's and the worker's own, and some slack.
+        let pool = u32::try_from(concurrency.saturating_mul(2) + 8).unwrap_or(u32::MAX);
+        let store = Store::connect(&config.database.url, ttl, pool.max(16))
             .await
             .context("database.url: the workflow store cannot start")?;
         let hub = EventHub::start(&store)

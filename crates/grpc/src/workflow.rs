@@ -10,6 +10,7 @@ use citadel_proto::v1::{
 };
 use citadel_workflows::{CancelOutcome, EventHub, ListFilter, Registry, Store};
 use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -28,15 +29,25 @@ pub struct WorkflowApi {
     /// The kinds a submit may name, and their parameter checks.
     registry: Registry,
     defaults: SubmitDefaults,
+    /// Ends every Watch stream (UNAVAILABLE) when the server shuts down, so open streams do
+    /// not hold the drain until its deadline.
+    stopping: CancellationToken,
 }
 
 impl WorkflowApi {
-    pub fn new(store: Store, hub: EventHub, registry: Registry, defaults: SubmitDefaults) -> Self {
+    pub fn new(
+        store: Store,
+        hub: EventHub,
+        registry: Registry,
+        defaults: SubmitDefaults,
+        stopping: CancellationToken,
+    ) -> Self {
         WorkflowApi {
             store,
             hub,
             registry,
             defaults,
+            stopping,
         }
     }
 }
@@ -52,10 +63,8 @@ impl WorkflowService for WorkflowApi {
         let new = convert::new_workflow(request.into_inner(), &self.defaults)?;
         let Some(task) = self.registry.get(&new.kind) else {
             let known = self.registry.kinds().join(", ");
-            let m = format!(
-                "unknown workflow kind {:?}; this server runs: {known}",
-                new.kind
-            );
+            let asked: String = new.kind.chars().take(64).collect();
+            let m = format!("unknown workflow kind {asked:?}; this server runs: {known}");
             return Err(invalid("kind", m));
         };
         task.validate(&new.params)
@@ -85,6 +94,7 @@ impl WorkflowService for WorkflowApi {
         if r.page_size > MAX_PAGE {
             return Err(invalid("page_size", format!("must be at most {MAX_PAGE}")));
         }
+        convert::plain_text("kind", &r.kind)?;
         let states = r.states.iter().map(|s| convert::from_proto_state(*s));
         let filter = ListFilter {
             states: states.collect::<Result<_, _>>()?,
@@ -129,7 +139,9 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<WatchWorkflowsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let stream = workflow_watch::start(&self.store, &self.hub, request.into_inner()).await?;
+        let request = request.into_inner();
+        let stopping = self.stopping.clone();
+        let stream = workflow_watch::start(&self.store, &self.hub, request, stopping).await?;
         Ok(Response::new(stream))
     }
 }

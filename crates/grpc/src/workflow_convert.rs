@@ -52,6 +52,17 @@ fn unsigned(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// A filter value fit to reach the database: short, no control characters.
+pub(crate) fn plain_text(param: &'static str, value: &str) -> Result<(), Status> {
+    if value.len() > 255 || value.chars().any(char::is_control) {
+        return Err(invalid(
+            param,
+            "must be at most 255 bytes, without control characters",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn workflow(w: &Workflow) -> v1::Workflow {
     v1::Workflow {
         id: w.id.clone(),
@@ -117,16 +128,29 @@ const MAX_TIME_LIMIT_MS: u64 = 7 * 24 * 3_600_000;
 const MAX_ATTEMPTS: u32 = 100;
 const MAX_BACKOFF_MS: u64 = 24 * 3_600_000;
 const MAX_KEY_LEN: usize = 255;
+/// google.protobuf.Timestamp's range: 0001-01-01 to 9999-12-31.
+const MIN_SECONDS: i64 = -62_135_596_800;
+const MAX_SECONDS: i64 = 253_402_300_799;
 
 /// Checks the request's own fields (the kind's parameters are the task's to check).
 pub(crate) fn new_workflow(
     r: v1::SubmitWorkflowRequest,
     defaults: &SubmitDefaults,
 ) -> Result<NewWorkflow, Status> {
-    if r.idempotency_key.len() > MAX_KEY_LEN {
-        let m = format!("must be at most {MAX_KEY_LEN} bytes");
+    if r.idempotency_key.len() > MAX_KEY_LEN || r.idempotency_key.chars().any(char::is_control) {
+        let m = format!("must be at most {MAX_KEY_LEN} bytes, without control characters");
         return Err(invalid("idempotency_key", m));
     }
+    let not_before = match &r.not_before {
+        Some(t) if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) => {
+            return Err(invalid(
+                "not_before",
+                "must be a time between years 1 and 9999",
+            ));
+        }
+        Some(t) => Some(micros(t)),
+        None => None,
+    };
     if !(-100..=100).contains(&r.priority) {
         return Err(invalid("priority", "must be from -100 to 100"));
     }
@@ -161,7 +185,7 @@ pub(crate) fn new_workflow(
         params,
         idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
         priority: r.priority,
-        not_before_us: r.not_before.as_ref().map(micros),
+        not_before_us: not_before,
         time_limit_ms: or(r.time_limit_ms, defaults.time_limit_ms),
         retry,
     })

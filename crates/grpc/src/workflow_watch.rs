@@ -9,6 +9,7 @@ use citadel_workflows::{EventHub, State, Store, WorkflowEvent};
 use futures_util::Stream;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{status::store_status, workflow_convert as convert};
@@ -22,17 +23,30 @@ pub(crate) async fn start(
     store: &Store,
     hub: &EventHub,
     request: WatchWorkflowsRequest,
+    stopping: CancellationToken,
 ) -> Result<Events, Status> {
     // Subscribe before reading the current state: a change in between arrives, not vanishes.
     let events = hub.subscribe();
     let (tx, rx) = mpsc::channel(BUFFER);
-    if request.id.is_empty() {
-        tokio::spawn(watch_all(events, request.kinds, tx));
+    let mut watch = if request.id.is_empty() {
+        tokio::spawn(watch_all(events, request.kinds, tx.clone()))
     } else {
         let current = store.get(&request.id).await.map_err(store_status)?;
         let first = WorkflowEvent::of(&current);
-        tokio::spawn(watch_one(events, store.clone(), first, tx));
-    }
+        tokio::spawn(watch_one(events, store.clone(), first, tx.clone()))
+    };
+    // Ends the stream at shutdown; otherwise lets go of its sender once the watch is over,
+    // so the stream ends with it.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut watch => {}
+            () = stopping.cancelled() => {
+                watch.abort();
+                let bye = Status::unavailable("the server is shutting down; watch another one");
+                let _ = tx.send(Err(bye)).await;
+            }
+        }
+    });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 

@@ -2,28 +2,23 @@
 //! to this process's subscribers (Watch streams, the worker's wake-ups and cancel delivery).
 //!
 //! The database triggers publish the events (see `store/migration.rs`); this module reads them.
-//! On PostgreSQL a LISTEN connection receives each NOTIFY; when that connection drops, the
-//! reader catches up from the table itself (rows updated since the last event), so a database
-//! restart delays events but does not lose them. On SQLite a tailer reads the outbox by sequence
+//! On PostgreSQL a LISTEN connection receives each NOTIFY; when that connection fails or stops
+//! answering a ping, a new one is made and the reader catches up from the table itself (rows
+//! updated since shortly before the last event), so a database restart delays events but does
+//! not lose them. On SQLite a tailer reads the outbox by sequence
 //! number, woken at once by this process's writes and every few milliseconds for others'.
 //! Delivery is at least once: subscribers dedupe on `(workflow_id, version)` where it matters.
 
 use std::{sync::Arc, time::Duration};
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Value,
-    sqlx::postgres::PgListener,
+    ConnectionTrait, DbBackend, Value,
+    sqlx::postgres::{PgListener, PgPool},
 };
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::{
-    Store, Workflow,
-    store::{
-        entity::{Column, Entity},
-        migration::CHANNEL,
-    },
-};
+use crate::{Store, Workflow, store::migration::CHANNEL};
 
 /// One change of one workflow, as the triggers publish it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -96,14 +91,10 @@ impl EventHub {
         match store.backend() {
             DbBackend::Postgres => {
                 let pool = store.db.get_postgres_connection_pool().clone();
-                let mut listener = PgListener::connect_with(&pool)
+                let listener = connect_listener(&pool)
                     .await
                     .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
-                listener
-                    .listen(CHANNEL)
-                    .await
-                    .map_err(|e| crate::StoreError::Unavailable(e.to_string()))?;
-                tokio::spawn(listen(listener, store.clone(), hub.clone()));
+                tokio::spawn(listen(listener, pool, store.clone(), hub.clone()));
             }
             _ => {
                 let start = last_seq(store).await?;
@@ -123,59 +114,93 @@ impl EventHub {
     }
 }
 
-/// PostgreSQL: NOTIFY payloads; after a lost connection, the rows changed meanwhile.
-async fn listen(mut listener: PgListener, store: Store, hub: EventHub) {
+/// Silence after which the LISTEN connection is proven alive with a ping of our own: a
+/// half-open connection (a NAT or proxy timeout, a failover) would otherwise wait forever.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// Pings carry no event; any notification proves the connection alive.
+const PING_CHANNEL: &str = "citadel_workflows_ping";
+/// How far back the catch-up after a reconnect reads: writers stamp `updated_us` before they
+/// commit (a pool wait, a row lock), and clocks differ between machines. Repeats are fine.
+const CATCH_UP_MARGIN_US: i64 = 10_000_000;
+
+async fn connect_listener(pool: &PgPool) -> Result<PgListener, sea_orm::sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([CHANNEL, PING_CHANNEL]).await?;
+    Ok(listener)
+}
+
+/// PostgreSQL: NOTIFY payloads. Any failure (or a ping that never comes back) drops the
+/// connection; a new one is made, then the rows changed meanwhile are read from the table.
+async fn listen(first: PgListener, pool: PgPool, store: Store, hub: EventHub) {
+    let mut listener = Some(first);
     let mut last_at = crate::now_us();
+    let mut ping_sent = false;
     loop {
-        match listener.try_recv().await {
-            Ok(Some(note)) => match serde_json::from_str::<WorkflowEvent>(note.payload()) {
-                Ok(event) => {
-                    last_at = last_at.max(event.at_us);
-                    hub.publish(event);
+        let Some(connection) = listener.as_mut() else {
+            match connect_listener(&pool).await {
+                Ok(fresh) => {
+                    listener = Some(fresh);
+                    ping_sent = false;
+                    catch_up(&store, &hub, &mut last_at).await;
                 }
-                Err(e) => tracing::warn!(error = %e, "unreadable workflow event"),
-            },
-            // The connection dropped; the next try_recv reconnects. Whatever was notified in
-            // between is gone, so read it from the table once we are listening again.
-            Ok(None) => {
-                tracing::warn!("lost the workflow event connection; reconnecting");
-                catch_up_after_reconnect(&mut listener, &store, &hub, &mut last_at).await;
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reconnect the workflow event feed yet");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "workflow event connection failed; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                catch_up_after_reconnect(&mut listener, &store, &hub, &mut last_at).await;
+            continue;
+        };
+        match tokio::time::timeout(IDLE_CHECK, connection.try_recv()).await {
+            Ok(Ok(Some(note))) => {
+                ping_sent = false;
+                if note.channel() == PING_CHANNEL {
+                    continue;
+                }
+                match serde_json::from_str::<WorkflowEvent>(note.payload()) {
+                    Ok(event) => {
+                        last_at = last_at.max(event.at_us).min(crate::now_us());
+                        hub.publish(event);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "unreadable workflow event"),
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                tracing::warn!("lost the workflow event connection; reconnecting");
+                listener = None;
+            }
+            Err(_) if ping_sent => {
+                tracing::warn!("the workflow event connection stopped answering; reconnecting");
+                listener = None;
+            }
+            Err(_) => {
+                let ping =
+                    store.statement("SELECT pg_notify($1, '')", vec![Value::from(PING_CHANNEL)]);
+                ping_sent = store.db.execute_raw(ping).await.is_ok();
             }
         }
     }
 }
 
-async fn catch_up_after_reconnect(
-    listener: &mut PgListener,
-    store: &Store,
-    hub: &EventHub,
-    last_at: &mut i64,
-) {
-    // Listening first, then reading: a change in between arrives twice, never not at all.
+/// Publishes the current state of every row changed since shortly before `last_at`.
+async fn catch_up(store: &Store, hub: &EventHub, last_at: &mut i64) {
+    let since = last_at.saturating_sub(CATCH_UP_MARGIN_US);
     loop {
-        if listener.listen(CHANNEL).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // Clocks of different writers differ a little: look a second further back.
-    let since = last_at.saturating_sub(1_000_000);
-    loop {
-        let changed = Entity::find()
-            .filter(Column::UpdatedUs.gte(since))
-            .order_by_asc(Column::UpdatedUs)
-            .all(&store.db)
-            .await;
-        match changed {
+        let stmt = store.statement(
+            "SELECT id, kind, state, attempts, progress_done, progress_total, progress_message, \
+             error, cancel_requested, worker, updated_us, version FROM workflows \
+             WHERE updated_us >= $1 ORDER BY updated_us",
+            vec![Value::from(since)],
+        );
+        match store.db.query_all_raw(stmt).await {
             Ok(rows) => {
                 for row in rows {
-                    *last_at = (*last_at).max(row.updated_us);
-                    hub.publish(WorkflowEvent::of(&row));
+                    match event_of_row(&row) {
+                        Ok(event) => {
+                            *last_at = (*last_at).max(event.at_us).min(crate::now_us());
+                            hub.publish(event);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "unreadable workflow row"),
+                    }
                 }
                 tracing::info!("workflow events resumed");
                 return;
@@ -186,6 +211,23 @@ async fn catch_up_after_reconnect(
             }
         }
     }
+}
+
+fn event_of_row(row: &sea_orm::QueryResult) -> Result<WorkflowEvent, sea_orm::DbErr> {
+    Ok(WorkflowEvent {
+        id: row.try_get("", "id")?,
+        kind: row.try_get("", "kind")?,
+        state: row.try_get("", "state")?,
+        attempts: i64::from(row.try_get::<i32>("", "attempts")?),
+        done: row.try_get("", "progress_done")?,
+        total: row.try_get("", "progress_total")?,
+        message: row.try_get("", "progress_message")?,
+        error: row.try_get("", "error")?,
+        cancel_requested: row.try_get("", "cancel_requested")?,
+        worker: row.try_get("", "worker")?,
+        at_us: row.try_get("", "updated_us")?,
+        version: row.try_get("", "version")?,
+    })
 }
 
 async fn last_seq(store: &Store) -> Result<i64, crate::StoreError> {

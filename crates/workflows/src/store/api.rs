@@ -1,6 +1,9 @@
 //! What clients ask of the store: submit (with idempotency keys), get, list, cancel, retry.
 
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, Iterable, QueryFilter, QueryOrder, QuerySelect, Value,
+    sea_query::Expr,
+};
 
 use super::{
     Store, StoreError,
@@ -61,7 +64,7 @@ impl Store {
                 // Deleted (result expiry) between the insert and this read.
                 StoreError::Unavailable(format!("idempotency key {key:?} changed hands; retry"))
             })?;
-        if existing.kind != new.kind || existing.params_json() != new.params {
+        if existing.kind != new.kind || existing.params != params {
             return Err(StoreError::IdempotencyKeyReused(format!(
                 "idempotency key {key:?} was first used for workflow {} with other parameters",
                 existing.id
@@ -72,6 +75,7 @@ impl Store {
     }
 
     pub async fn get(&self, id: &str) -> Result<Workflow, StoreError> {
+        known_shape(id)?;
         Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
@@ -97,7 +101,12 @@ impl Store {
                 ),
             );
         }
+        // Results stay out of lists (one can be megabytes of vectors); Get has them.
+        let without_result = Column::iter().filter(|c| !matches!(c, Column::Result));
         let mut workflows = query
+            .select_only()
+            .columns(without_result)
+            .column_as(Expr::cust("CAST(NULL AS TEXT)"), "result")
             .order_by_desc(Column::CreatedUs)
             .order_by_desc(Column::Id)
             .limit(filter.page_size + 1)
@@ -118,6 +127,7 @@ impl Store {
     /// Cancels a queued workflow at once, or asks a running one's worker to stop. Cancelling a
     /// CANCELLED workflow again is not an error; a finished one is.
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError> {
+        known_shape(id)?;
         // The state can move between our reads (a worker claims it): try again, briefly.
         for _ in 0..4 {
             let now = now_us();
@@ -164,6 +174,7 @@ impl Store {
 
     /// Queues a FAILURE or CANCELLED workflow again, with its attempts reset.
     pub async fn retry(&self, id: &str) -> Result<Workflow, StoreError> {
+        known_shape(id)?;
         let now = now_us();
         let stmt = self.statement(
             "UPDATE workflows SET state = 'PENDING', attempts = 0, error = NULL, result = NULL, \
@@ -192,10 +203,22 @@ impl Store {
     }
 }
 
+/// Ids are UUIDs: anything else names no workflow, and never reaches the database (where a
+/// NUL byte, say, would be an error rather than "not found").
+fn known_shape(id: &str) -> Result<(), StoreError> {
+    match uuid::Uuid::parse_str(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(StoreError::NotFound(id.chars().take(64).collect())),
+    }
+}
+
 fn parse_token(token: &str) -> Result<(i64, String), StoreError> {
     token
         .split_once('.')
-        .and_then(|(created, id)| Some((created.parse().ok()?, id.to_string())))
+        .and_then(|(created, id)| {
+            uuid::Uuid::parse_str(id).ok()?;
+            Some((created.parse().ok()?, id.to_string()))
+        })
         .ok_or_else(|| {
             StoreError::InvalidArgument(
                 "page_token is not one this server issued; start again without it".into(),

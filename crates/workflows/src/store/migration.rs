@@ -69,12 +69,14 @@ const INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS workflows_expires ON workflows (expires_us)",
 ];
 
-/// The event's fields, shared by both backends' triggers; `cut` truncates long text.
+/// The event's fields, shared by both backends' triggers; `cut` truncates long text. The cuts
+/// keep a NOTIFY payload under PostgreSQL's 8000 bytes even when every character is escaped
+/// (6 bytes each): 900 + 200 characters at most, with room for the rest.
 fn event_fields(cut: &str) -> String {
     format!(
         "'id', NEW.id, 'kind', NEW.kind, 'state', NEW.state, 'attempts', NEW.attempts, \
          'done', NEW.progress_done, 'total', NEW.progress_total, \
-         'message', {cut}(NEW.progress_message, 1, 500), 'error', {cut}(NEW.error, 1, 1000), \
+         'message', {cut}(NEW.progress_message, 1, 200), 'error', {cut}(NEW.error, 1, 900), \
          'cancel_requested', NEW.cancel_requested, 'worker', NEW.worker, \
          'at_us', NEW.updated_us, 'version', NEW.version"
     )

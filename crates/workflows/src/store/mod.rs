@@ -49,16 +49,22 @@ pub struct Store {
     pub(crate) result_ttl: Duration,
 }
 
-/// Connections per process: one per running task plus the feed, the API and the janitor.
-const MAX_CONNECTIONS: u32 = 16;
+/// No statement may hold a connection (or a row lock) longer than this on PostgreSQL.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Connects to `url` (`sqlite:...` or `postgres://...`) and brings the schema up to date.
-    /// Several processes may do this at once.
-    pub async fn connect(url: &str, result_ttl: Duration) -> Result<Store, StoreError> {
+    /// Several processes may do this at once. `max_connections` should leave room beside one
+    /// connection per running task (progress writes) for claims, heartbeats and the API.
+    pub async fn connect(
+        url: &str,
+        result_ttl: Duration,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
         let mut options = ConnectOptions::new(url);
         options
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max_connections)
+            .statement_timeout(STATEMENT_TIMEOUT)
             .min_connections(1)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))

@@ -53,6 +53,12 @@ pub(crate) struct Finish {
     pub run_at_us: Option<i64>,
 }
 
+/// Text a task wrote, made storable everywhere: PostgreSQL's TEXT cannot hold NUL, and a
+/// message that can never be written would leave the workflow STARTED until its lease ran out.
+fn printable(text: &str) -> String {
+    text.replace('\0', "")
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -103,19 +109,31 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Extends the leases of everything `worker` holds. Returns each held workflow's id,
-    /// `started_us` and whether a cancel was requested; a running attempt missing from the
-    /// answer has lost its lease.
+    /// Extends the leases of `held` — the attempts this worker is running, nothing else: a
+    /// row left STARTED under this worker's name without a running attempt (a claim whose
+    /// answer was lost, an outcome that could not be written) must expire and be reaped, not
+    /// be kept alive forever. Returns the leases still held and whether a cancel was
+    /// requested; a running attempt missing from the answer has lost its lease.
     pub(crate) async fn heartbeat(
         &self,
         worker: &str,
+        held: &[Lease],
         lease: Duration,
     ) -> Result<Vec<(Lease, bool)>, StoreError> {
-        let stmt = self.statement(
-            "UPDATE workflows SET lease_expires_us = $1 WHERE worker = $2 AND state = 'STARTED' \
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = (0..held.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "UPDATE workflows SET lease_expires_us = $1 \
+             WHERE worker = $2 AND state = 'STARTED' AND id IN ({}) \
              RETURNING id, started_us, cancel_requested",
-            vec![now_us().saturating_add(micros(lease)).into(), worker.into()],
+            ids.join(", ")
         );
+        let mut values: Vec<Value> =
+            vec![now_us().saturating_add(micros(lease)).into(), worker.into()];
+        values.extend(held.iter().map(|l| Value::from(l.id.clone())));
+        let stmt = self.statement(&sql, values);
         let rows = self.db.query_all_raw(stmt).await?;
         let mut held = Vec::with_capacity(rows.len());
         for row in rows {
@@ -147,45 +165,57 @@ impl Store {
         let mut values: Vec<Value> = vec![
             i64::try_from(done).unwrap_or(i64::MAX).into(),
             i64::try_from(total).unwrap_or(i64::MAX).into(),
-            message.into(),
+            printable(message).into(),
             now_us().into(),
         ];
         values.extend(fence_values);
         self.fenced_write(&sql, values).await
     }
 
-    /// Ends an attempt. `false`: the lease was lost and nothing was written.
+    /// Ends an attempt. `false`: the lease was lost and nothing was written. A retry of an
+    /// attempt whose workflow was cancelled meanwhile ends CANCELLED instead: the client was
+    /// told it would stop.
     pub(crate) async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
         let now = now_us();
         let finished = finish.state.is_finished();
-        let (fence, fence_values) = lease.fence(8);
+        let (fence, fence_values) = lease.fence(9);
+        let stop = "($1 = 'RETRY' AND cancel_requested)";
         let sql = format!(
-            "UPDATE workflows SET state = $1, result = $2, error = $3, \
-             run_at_us = COALESCE($4, run_at_us), finished_us = $5, expires_us = $6, \
-             lease_expires_us = NULL, updated_us = $7, version = version + 1 WHERE {fence}"
+            "UPDATE workflows SET \
+               state = CASE WHEN {stop} THEN 'CANCELLED' ELSE $1 END, \
+               result = $2, error = $3, run_at_us = COALESCE($4, run_at_us), \
+               finished_us = CASE WHEN {stop} THEN $7 ELSE $5 END, \
+               expires_us = CASE WHEN {stop} THEN $8 ELSE $6 END, \
+               lease_expires_us = NULL, updated_us = $7, version = version + 1 WHERE {fence}"
         );
         let mut values: Vec<Value> = vec![
             finish.state.as_str().into(),
             finish.result.clone().into(),
-            finish.error.clone().into(),
+            finish.error.as_deref().map(printable).into(),
             finish.run_at_us.into(),
             finished.then_some(now).into(),
             finished.then(|| self.expiry(now)).into(),
             now.into(),
+            self.expiry(now).into(),
         ];
         values.extend(fence_values);
         self.fenced_write(&sql, values).await
     }
 
     /// Gives an unfinished attempt back (worker shutdown): PENDING again, the attempt not
-    /// counted, runnable at once by any worker.
+    /// counted, runnable at once by any worker — or CANCELLED if a cancel was pending.
     pub(crate) async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
-        let (fence, fence_values) = lease.fence(2);
+        let (fence, fence_values) = lease.fence(3);
         let sql = format!(
-            "UPDATE workflows SET state = 'PENDING', attempts = attempts - 1, run_at_us = $1, \
-             lease_expires_us = NULL, updated_us = $1, version = version + 1 WHERE {fence}"
+            "UPDATE workflows SET \
+               state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'PENDING' END, \
+               finished_us = CASE WHEN cancel_requested THEN $1 ELSE NULL END, \
+               expires_us = CASE WHEN cancel_requested THEN $2 ELSE NULL END, \
+               attempts = attempts - 1, run_at_us = $1, \
+               lease_expires_us = NULL, updated_us = $1, version = version + 1 WHERE {fence}"
         );
-        let mut values: Vec<Value> = vec![now_us().into()];
+        let now = now_us();
+        let mut values: Vec<Value> = vec![now.into(), self.expiry(now).into()];
         values.extend(fence_values);
         self.fenced_write(&sql, values).await
     }

@@ -26,6 +26,11 @@ pub struct EmbedSettings {
 
 /// Inline texts and results are bounded; larger jobs go through files.
 const MAX_INLINE_TEXTS: usize = 2_048;
+/// Inline results hold at most this many numbers (2,048 texts of 1,024 dimensions, about 20 MB
+/// of JSON), so a Get always fits in a gRPC message; larger jobs give `output_file`.
+const MAX_INLINE_VALUES: usize = 2_048 * 1_024;
+/// Largest `input_file` read.
+const MAX_INPUT_BYTES: u64 = 1 << 30;
 /// One chunk's call may take this long (a cold model, a slow upstream).
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -67,7 +72,7 @@ impl Task for EmbedBatch {
                 summary.insert("embeddings".into(), json!(vectors));
             }
             Sink::File { path, temp, writer } => {
-                finish_file(writer, &temp, &path).await?;
+                finish_file(writer, temp, &path).await?;
                 summary.insert("output_file".into(), json!(ctx.params["output_file"]));
             }
             Sink::Discard => {}
@@ -155,9 +160,22 @@ async fn load_inputs(settings: &EmbedSettings, params: &Json) -> Result<Vec<Inpu
         .files
         .resolve("input_file", path)
         .map_err(TaskError::permanent)?;
-    let body = tokio::fs::read_to_string(&full).await.map_err(|e| {
-        TaskError::permanent(format!("cannot read input_file {}: {e}", full.display()))
-    })?;
+    let cannot_read = |e: std::io::Error| {
+        io_error(
+            &e,
+            format!("cannot read input_file {}: {e}", full.display()),
+        )
+    };
+    let meta = tokio::fs::metadata(&full).await.map_err(cannot_read)?;
+    if !meta.is_file() || meta.len() > MAX_INPUT_BYTES {
+        return Err(TaskError::permanent(format!(
+            "input_file {} must be a regular file of at most {MAX_INPUT_BYTES} bytes",
+            full.display()
+        )));
+    }
+    let body = tokio::fs::read_to_string(&full)
+        .await
+        .map_err(cannot_read)?;
     let field = params
         .get("text_field")
         .and_then(Json::as_str)
@@ -212,7 +230,7 @@ enum Sink {
     /// leaves a half-written output under the final name.
     File {
         path: PathBuf,
-        temp: PathBuf,
+        temp: TempFile,
         writer: tokio::io::BufWriter<tokio::fs::File>,
     },
     Discard,
@@ -224,18 +242,27 @@ impl Sink {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = path.with_file_name(format!(".{name}.{workflow_id}.partial"));
+        // Unique per attempt: two attempts of one workflow (a lost lease) never share a file.
+        let attempt = uuid::Uuid::new_v4().simple().to_string();
+        let temp = path.with_file_name(format!(".{name}.{workflow_id}.{}.partial", &attempt[..8]));
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                TaskError::permanent(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io_error(&e, format!("cannot create {}: {e}", dir.display())))?;
         }
-        let file = tokio::fs::File::create(&temp)
+        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) {
+            let m = format!("output_file {} is a directory", path.display());
+            return Err(TaskError::permanent(m));
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
             .await
-            .map_err(|e| TaskError::permanent(format!("cannot write {}: {e}", temp.display())))?;
+            .map_err(|e| io_error(&e, format!("cannot write {}: {e}", temp.display())))?;
         Ok(Sink::File {
             path,
-            temp,
+            temp: TempFile(Some(temp)),
             writer: tokio::io::BufWriter::new(file),
         })
     }
@@ -265,16 +292,51 @@ impl Sink {
     }
 }
 
+/// A partial output file, deleted unless renamed into place: an attempt that fails, times out
+/// or is cancelled leaves nothing behind.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn display(&self) -> std::path::Display<'_> {
+        self.0
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
+            .display()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 async fn finish_file(
     mut writer: tokio::io::BufWriter<tokio::fs::File>,
-    temp: &PathBuf,
+    mut temp: TempFile,
     path: &PathBuf,
 ) -> Result<(), TaskError> {
     let io =
         |e: std::io::Error| TaskError::retryable(format!("cannot write {}: {e}", path.display()));
     writer.flush().await.map_err(io)?;
     writer.get_ref().sync_all().await.map_err(io)?;
-    tokio::fs::rename(temp, path).await.map_err(io)
+    if let Some(partial) = &temp.0 {
+        tokio::fs::rename(partial, path).await.map_err(io)?;
+    }
+    temp.0 = None;
+    Ok(())
+}
+
+/// A file error as a retry decision: what is missing or forbidden stays so; the rest (a full
+/// disk, too many open files) may pass.
+fn io_error(e: &std::io::Error, message: String) -> TaskError {
+    use std::io::ErrorKind::{InvalidData, InvalidInput, NotFound, PermissionDenied};
+    match e.kind() {
+        NotFound | PermissionDenied | InvalidData | InvalidInput => TaskError::permanent(message),
+        _ => TaskError::retryable(message),
+    }
 }
 
 /// Embeds every input a chunk at a time into `sink`; returns the summary fields.
@@ -313,6 +375,20 @@ async fn embed_all(
             .await
             .map_err(|s| task_error(&s, first))?
             .into_inner();
+        if response.embeddings.len() != chunk.len() {
+            return Err(TaskError::retryable(format!(
+                "EmbeddingService answered {} vectors for the {} inputs from input {first}",
+                response.embeddings.len(),
+                chunk.len()
+            )));
+        }
+        let width = response.embeddings.first().map_or(0, |e| e.values.len());
+        if matches!(sink, Sink::Inline(_)) && total.saturating_mul(width) > MAX_INLINE_VALUES {
+            return Err(TaskError::permanent(format!(
+                "{total} vectors of {width} dimensions are too many to return inline \
+                 (at most {MAX_INLINE_VALUES} numbers): give output_file"
+            )));
+        }
         served_by = response.model;
         tokens += response.usage.map_or(0, |u| u64::from(u.prompt_tokens));
         cached += u64::from(response.cached);

@@ -20,10 +20,15 @@ impl FileRoot {
         let plain = p
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if path.is_empty() || !plain || p.is_absolute() {
+        // It must name a file: `.`, `dir/` or `dir/.` would put temporary files beside the
+        // root instead of in it.
+        let names_a_file = matches!(p.components().next_back(), Some(Component::Normal(_)))
+            && !path.ends_with('/')
+            && !path.ends_with("/.");
+        if path.is_empty() || !plain || !names_a_file || p.is_absolute() {
             return Err(format!(
-                "params.{key} must be a relative path inside the workers' files_dir, \
-                 without `..`: got {path:?}"
+                "params.{key} must name a file by a relative path inside the workers' \
+                 files_dir, without `..`: got {path:?}"
             ));
         }
         Ok(())
@@ -43,7 +48,7 @@ mod tests {
     fn only_relative_paths_inside_the_root() {
         assert!(FileRoot::check("f", "corpus/a.jsonl").is_ok());
         assert!(FileRoot::check("f", "./a.jsonl").is_ok());
-        for bad in ["", "/etc/passwd", "../x", "a/../../x"] {
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", ".", "out/", "out/."] {
             assert!(FileRoot::check("f", bad).is_err(), "{bad}");
         }
         let root = FileRoot::new("/data");

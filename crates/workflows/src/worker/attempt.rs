@@ -21,18 +21,46 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Removes the attempt from the running map when it ends, however it ends (a panic
+/// included): an entry left behind would be heartbeaten forever.
+struct Forget<'a> {
+    shared: &'a Shared,
+    lease: &'a Lease,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Only our own entry: the same workflow may have been claimed again meanwhile.
+        if running
+            .get(&self.lease.id)
+            .is_some_and(|r| r.lease == *self.lease)
+        {
+            running.remove(&self.lease.id);
+        }
+    }
+}
+
 pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow) {
     let lease = Lease::of(&workflow, &shared.id);
+    let _forget = Forget {
+        shared: &shared,
+        lease: &lease,
+    };
     let (stop, reason) = {
         let running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
-        match running.get(&workflow.id) {
+        match running.get(&workflow.id).filter(|r| r.lease == lease) {
             Some(r) => (r.stop.clone(), r.reason.clone()),
             None => return,
         }
     };
     let metrics = crate::metrics::metrics();
     let began = Instant::now();
-    let waited = workflow.started_us.unwrap_or_default() - workflow.run_at_us;
+    let waited = (workflow.started_us.unwrap_or_default()).saturating_sub(workflow.run_at_us);
     metrics.started(&workflow.kind, waited);
     let ended = execute(&shared, &workflow, &lease, stop.clone()).await;
     let ended = match (ended, reason.get()) {
@@ -41,12 +69,10 @@ pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow) {
         (None, Some(StopReason::Shutdown)) => {
             release(&shared, &lease).await;
             metrics.ended(&workflow.kind, "released", began.elapsed());
-            forget(&shared, &workflow.id);
             return;
         }
         (None, Some(StopReason::LeaseLost) | None) => {
             metrics.ended(&workflow.kind, "lost", began.elapsed());
-            forget(&shared, &workflow.id);
             return;
         }
     };
@@ -61,7 +87,6 @@ pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow) {
         "attempt ended"
     );
     write_outcome(&shared, &lease, &finish).await;
-    forget(&shared, &workflow.id);
 }
 
 /// Runs the task; `None` when it was stopped (the stop reason says why).
@@ -133,12 +158,4 @@ async fn release(shared: &Shared, lease: &Lease) {
             "cannot give the attempt back; it is retried once its lease expires"
         ),
     }
-}
-
-fn forget(shared: &Shared, id: &str) {
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(id);
 }

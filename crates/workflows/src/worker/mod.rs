@@ -162,15 +162,17 @@ async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::Workflow>, cra
         .await?;
     let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
     for workflow in &claimed {
-        running.insert(
-            workflow.id.clone(),
-            Running {
-                lease: Lease::of(workflow, &shared.id),
-                claimed: Instant::now(),
-                stop: CancellationToken::new(),
-                reason: Arc::default(),
-            },
-        );
+        let new = Running {
+            lease: Lease::of(workflow, &shared.id),
+            claimed: Instant::now(),
+            stop: CancellationToken::new(),
+            reason: Arc::default(),
+        };
+        // This worker's own earlier attempt, reaped while it still ran (the database was
+        // away longer than the lease): that attempt's lease is gone.
+        if let Some(old) = running.insert(workflow.id.clone(), new) {
+            old.stop(StopReason::LeaseLost);
+        }
     }
     Ok(claimed)
 }
@@ -244,11 +246,14 @@ async fn heartbeat(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let asked = Instant::now();
-        let held = match shared
+        let leases: Vec<Lease> = {
+            let running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.values().map(|r| r.lease.clone()).collect()
+        };
+        let beat = shared
             .store
-            .heartbeat(&shared.id, shared.settings.lease)
-            .await
-        {
+            .heartbeat(&shared.id, &leases, shared.settings.lease);
+        let held = match beat.await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat failed; leases not extended");
