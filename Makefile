@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream bench-cache lint
+.PHONY: run test models bench bench-upstream bench-cache bench-workflows lint
 run:
 	scripts/run.sh
 test:
@@ -12,5 +12,7 @@ bench-upstream:
 	bench/run-upstream.sh
 bench-cache:
 	bench/run-cache.sh
+bench-workflows:
+	bench/run-workflows.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
