@@ -80,6 +80,8 @@ pub struct EventHub {
 const CAPACITY: usize = 16_384;
 /// How often the SQLite tailer looks for other processes' events.
 const TAIL_INTERVAL: Duration = Duration::from_millis(10);
+/// Shortest time between two outbox reads.
+const TAIL_GAP: Duration = Duration::from_millis(2);
 /// Events read per outbox query.
 const TAIL_BATCH: i64 = 1_000;
 
@@ -188,7 +190,7 @@ async fn catch_up(store: &Store, hub: &EventHub, last_at: &mut i64) {
         let stmt = store.statement(
             "SELECT id, kind, state, attempts, progress_done, progress_total, progress_message, \
              error, cancel_requested, worker, updated_us, version FROM workflows \
-             WHERE updated_us >= $1 ORDER BY updated_us",
+             WHERE updated_us >= $1 ORDER BY updated_us", // a scan, once per reconnect
             vec![Value::from(since)],
         );
         match store.db.query_all_raw(stmt).await {
@@ -258,6 +260,7 @@ async fn tail(store: Store, hub: EventHub, mut seq: i64) {
             }
         };
         let full = rows.len() as i64 == TAIL_BATCH;
+        let found = !rows.is_empty();
         for row in rows {
             let (Ok(next), Ok(payload)) = (
                 row.try_get::<i64>("", "seq"),
@@ -272,8 +275,14 @@ async fn tail(store: Store, hub: EventHub, mut seq: i64) {
             }
         }
         if !full {
-            // Our own writes wake us at once; other processes' within TAIL_INTERVAL.
-            let _ = tokio::time::timeout(TAIL_INTERVAL, store.written.notified()).await;
+            // Busy (this read found events): the next read waits TAIL_GAP, so a burst of
+            // commits costs one read, not one each. Idle: our own writes wake us at once,
+            // other processes' within TAIL_INTERVAL.
+            if found {
+                tokio::time::sleep(TAIL_GAP).await;
+            } else {
+                let _ = tokio::time::timeout(TAIL_INTERVAL, store.written.notified()).await;
+            }
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct TaskContext {
     pub(crate) store: Store,
     pub(crate) lease: Lease,
     pub(crate) cancel: CancellationToken,
+    /// Progress to record with the outcome rather than on its own (`final_progress`).
+    pub(crate) last: std::sync::Arc<std::sync::Mutex<Option<(u64, u64, String)>>>,
 }
 
 impl TaskContext {
@@ -72,8 +74,16 @@ impl TaskContext {
         }
     }
 
+    /// Progress that is only worth showing if the attempt succeeds (its last step): written
+    /// with the outcome, in the same statement, instead of as a write of its own.
+    pub fn final_progress(&self, done: u64, total: u64, message: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some((done, total, message.to_string()));
+    }
+
     /// Resolves when the attempt should stop (a cancel request, shutdown, a lost lease). The
-    /// worker also drops the task's future then; this is for tasks that want to clean up.
+    /// worker drops the task's future at the same moment, so this serves tasks that check
+    /// between steps (`is_cancelled`), not clean-up: keep partial work safe to abandon.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await;
     }

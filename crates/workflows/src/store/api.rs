@@ -24,7 +24,7 @@ const INSERT: &str = "INSERT INTO workflows (id, kind, params, state, priority, 
     initial_backoff_ms, max_backoff_ms, time_limit_ms, idempotency_key, created_us, \
     updated_us, run_at_us, version) \
     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $10, $11, 1) \
-    ON CONFLICT (idempotency_key) DO NOTHING RETURNING *";
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *";
 
 impl Store {
     /// Queues `new`. Returns the workflow and whether it was created: an idempotency key seen
@@ -49,8 +49,7 @@ impl Store {
             new.not_before_us.unwrap_or(now).into(),
         ];
         let stmt = self.statement(INSERT, values);
-        if let Some(created) = Entity::find().from_raw_sql(stmt).one(&self.db).await? {
-            self.wrote();
+        if let Some(created) = self.write_rows(stmt).await?.pop() {
             crate::metrics::metrics().submitted(&new.kind, true);
             return Ok((created, true));
         }
@@ -138,8 +137,7 @@ impl Store {
                  WHERE id = $3 AND state IN ('PENDING', 'RETRY') RETURNING *",
                 vec![now.into(), self.expiry(now).into(), id.into()],
             );
-            if let Some(w) = Entity::find().from_raw_sql(queued).one(&self.db).await? {
-                self.wrote();
+            if let Some(w) = self.write_rows(queued).await?.pop() {
                 return Ok(CancelOutcome::Cancelled(w));
             }
             let running = self.statement(
@@ -148,8 +146,7 @@ impl Store {
                  WHERE id = $2 AND state = 'STARTED' AND cancel_requested = FALSE RETURNING *",
                 vec![now.into(), id.into()],
             );
-            if let Some(w) = Entity::find().from_raw_sql(running).one(&self.db).await? {
-                self.wrote();
+            if let Some(w) = self.write_rows(running).await?.pop() {
                 return Ok(CancelOutcome::Requested(w));
             }
             let current = self.get(id).await?;
@@ -185,8 +182,7 @@ impl Store {
              WHERE id = $2 AND state IN ('FAILURE', 'CANCELLED') RETURNING *",
             vec![now.into(), id.into()],
         );
-        if let Some(w) = Entity::find().from_raw_sql(stmt).one(&self.db).await? {
-            self.wrote();
+        if let Some(w) = self.write_rows(stmt).await?.pop() {
             return Ok(w);
         }
         let current = self.get(id).await?;

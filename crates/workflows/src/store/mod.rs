@@ -6,12 +6,18 @@ mod api;
 pub(crate) mod entity;
 pub(crate) mod migration;
 mod queue;
+mod writer;
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
+    Value,
+};
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::Notify;
+
+use crate::Workflow;
 
 pub use api::CancelOutcome;
 pub(crate) use queue::{Finish, Lease};
@@ -44,11 +50,17 @@ impl From<DbErr> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: DatabaseConnection,
+    /// Every queue write goes through it, batched into shared transactions.
+    pub(crate) writer: writer::Writer,
     /// Pinged after this process's writes, so the SQLite event tailer reads them at once.
     pub(crate) written: Arc<Notify>,
     pub(crate) result_ttl: Duration,
 }
 
+/// Connections to a SQLite file per process.
+const SQLITE_CONNECTIONS: u32 = 6;
+/// Concurrent write transactions per process on PostgreSQL.
+const POSTGRES_WRITE_LANES: usize = 4;
 /// No statement may hold a connection (or a row lock) longer than this on PostgreSQL.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -62,6 +74,12 @@ impl Store {
         max_connections: u32,
     ) -> Result<Store, StoreError> {
         let mut options = ConnectOptions::new(url);
+        // SQLite has one writer (our writer lane) and cheap reads: a few connections do.
+        let max_connections = if url.starts_with("sqlite:") {
+            max_connections.min(SQLITE_CONNECTIONS)
+        } else {
+            max_connections
+        };
         options
             .max_connections(max_connections)
             .statement_timeout(STATEMENT_TIMEOUT)
@@ -69,6 +87,11 @@ impl Store {
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
             .sqlx_logging(false)
+            // Every queue query is an ordered index scan with a LIMIT. Without statistics (a
+            // fresh table, a burst of submits before autovacuum's first ANALYZE) the planner
+            // picks a bitmap scan and sorts every due row for each claim instead: measured
+            // here at 2.6 ms against 0.04 ms with 3,000 queued.
+            .map_sqlx_postgres_opts(|o| o.options([("enable_bitmapscan", "off")]))
             .map_sqlx_sqlite_opts(|o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 // WAL lets readers run beside the one writer; NORMAL syncs at checkpoints,
@@ -77,14 +100,24 @@ impl Store {
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
+                    // Pages from memory instead of a read() each: a 64 MiB map, 16 MiB of
+                    // cache per connection.
+                    .pragma("mmap_size", "67108864")
+                    .pragma("cache_size", "-16384")
             });
         let db = Database::connect(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", redact(url))))?;
         migrate(&db).await?;
+        let written = Arc::new(Notify::new());
+        let lanes = match db.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_WRITE_LANES,
+            _ => 1,
+        };
         Ok(Store {
+            writer: writer::Writer::start(db.clone(), written.clone(), lanes),
             db,
-            written: Arc::new(Notify::new()),
+            written,
             result_ttl,
         })
     }
@@ -100,6 +133,13 @@ impl Store {
     /// Wakes this process's event tailer after a write (PostgreSQL needs no help).
     pub(crate) fn wrote(&self) {
         self.written.notify_one();
+    }
+
+    /// Runs a write that returns workflow rows through the batching writer.
+    pub(crate) async fn write_rows(&self, stmt: Statement) -> Result<Vec<Workflow>, StoreError> {
+        let rows = self.writer.rows(stmt).await?;
+        let models = rows.iter().map(|row| Workflow::from_query_result(row, ""));
+        Ok(models.collect::<Result<_, _>>()?)
     }
 }
 

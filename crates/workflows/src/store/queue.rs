@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Value};
+use sea_orm::{ConnectionTrait, DbBackend, Value};
 
-use super::{Store, StoreError, entity::Entity};
+use super::{Store, StoreError};
 use crate::{Workflow, now_us};
 
 /// The claim on one attempt of one workflow.
@@ -51,12 +51,18 @@ pub(crate) struct Finish {
     pub error: Option<String>,
     /// For RETRY: when it may run again.
     pub run_at_us: Option<i64>,
+    /// The attempt's last progress, if the task left it to be written with the outcome.
+    pub progress: Option<(u64, u64, String)>,
 }
 
 /// Text a task wrote, made storable everywhere: PostgreSQL's TEXT cannot hold NUL, and a
 /// message that can never be written would leave the workflow STARTED until its lease ran out.
 fn printable(text: &str) -> String {
     text.replace('\0', "")
+}
+
+fn clamp_u64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn micros(d: Duration) -> i64 {
@@ -99,14 +105,7 @@ impl Store {
             i64::try_from(limit).unwrap_or(i64::MAX).into(),
         ];
         values.extend(kinds.iter().map(|k| Value::from(*k)));
-        let claimed = Entity::find()
-            .from_raw_sql(self.statement(&sql, values))
-            .all(&self.db)
-            .await?;
-        if !claimed.is_empty() {
-            self.wrote();
-        }
-        Ok(claimed)
+        self.write_rows(self.statement(&sql, values)).await
     }
 
     /// Extends the leases of `held` — the attempts this worker is running, nothing else: a
@@ -134,7 +133,7 @@ impl Store {
             vec![now_us().saturating_add(micros(lease)).into(), worker.into()];
         values.extend(held.iter().map(|l| Value::from(l.id.clone())));
         let stmt = self.statement(&sql, values);
-        let rows = self.db.query_all_raw(stmt).await?;
+        let rows = self.writer.rows(stmt).await?;
         let mut held = Vec::with_capacity(rows.len());
         for row in rows {
             let lease = Lease {
@@ -178,12 +177,15 @@ impl Store {
     pub(crate) async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
         let now = now_us();
         let finished = finish.state.is_finished();
-        let (fence, fence_values) = lease.fence(9);
+        let (fence, fence_values) = lease.fence(12);
         let stop = "($1 = 'RETRY' AND cancel_requested)";
         let sql = format!(
             "UPDATE workflows SET \
                state = CASE WHEN {stop} THEN 'CANCELLED' ELSE $1 END, \
                result = $2, error = $3, run_at_us = COALESCE($4, run_at_us), \
+               progress_done = COALESCE($9, progress_done), \
+               progress_total = COALESCE($10, progress_total), \
+               progress_message = COALESCE($11, progress_message), \
                finished_us = CASE WHEN {stop} THEN $7 ELSE $5 END, \
                expires_us = CASE WHEN {stop} THEN $8 ELSE $6 END, \
                lease_expires_us = NULL, updated_us = $7, version = version + 1 WHERE {fence}"
@@ -198,6 +200,10 @@ impl Store {
             now.into(),
             self.expiry(now).into(),
         ];
+        let progress = finish.progress.as_ref();
+        values.push(progress.map(|p| clamp_u64(p.0)).into());
+        values.push(progress.map(|p| clamp_u64(p.1)).into());
+        values.push(progress.map(|p| printable(&p.2)).into());
         values.extend(fence_values);
         self.fenced_write(&sql, values).await
     }
@@ -221,9 +227,8 @@ impl Store {
     }
 
     async fn fenced_write(&self, sql: &str, values: Vec<Value>) -> Result<bool, StoreError> {
-        let result = self.db.execute_raw(self.statement(sql, values)).await?;
-        self.wrote();
-        Ok(result.rows_affected() == 1)
+        let changed = self.writer.count(self.statement(sql, values)).await?;
+        Ok(changed == 1)
     }
 
     /// Takes back attempts whose worker stopped heartbeating: RETRY at once (the attempt

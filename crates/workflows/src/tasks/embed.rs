@@ -402,8 +402,14 @@ async fn embed_all(
             .await?;
         }
         let done = (first + chunk.len()) as u64;
-        ctx.progress(done, total as u64, &format!("embedded {done} of {total}"))
-            .await;
+        // The last chunk's progress goes with the outcome: one write fewer, which is half the
+        // writes of a small job.
+        let message = format!("embedded {done} of {total}");
+        if done < total as u64 {
+            ctx.progress(done, total as u64, &message).await;
+        } else {
+            ctx.final_progress(done, total as u64, &message);
+        }
     }
     let mut summary = Map::new();
     summary.insert("model".into(), json!(served_by));

@@ -45,7 +45,7 @@ impl Drop for Forget<'_> {
     }
 }
 
-pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow) {
+pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow, slot: super::Slot) {
     let lease = Lease::of(&workflow, &shared.id);
     let _forget = Forget {
         shared: &shared,
@@ -62,7 +62,9 @@ pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow) {
     let began = Instant::now();
     let waited = (workflow.started_us.unwrap_or_default()).saturating_sub(workflow.run_at_us);
     metrics.started(&workflow.kind, waited);
-    let ended = execute(&shared, &workflow, &lease, stop.clone()).await;
+    let last = Arc::default();
+    let ended = execute(&shared, &workflow, &lease, stop.clone(), Arc::clone(&last)).await;
+    drop(slot);
     let ended = match (ended, reason.get()) {
         (Some(ended), _) => ended,
         (None, Some(StopReason::Cancel)) => Ended::Cancelled,
@@ -76,7 +78,10 @@ pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow) {
             return;
         }
     };
-    let finish = policy::finish(&workflow, ended);
+    let mut finish = policy::finish(&workflow, ended);
+    if finish.state == crate::State::Success {
+        finish.progress = last.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
     metrics.ended(&workflow.kind, finish.state.as_str(), began.elapsed());
     tracing::info!(
         id = %workflow.id,
@@ -95,6 +100,7 @@ async fn execute(
     workflow: &Workflow,
     lease: &Lease,
     stop: tokio_util::sync::CancellationToken,
+    last: Arc<std::sync::Mutex<Option<(u64, u64, String)>>>,
 ) -> Option<Ended> {
     let Some(task) = shared.registry.get(&workflow.kind).cloned() else {
         let e = TaskError::permanent(format!("no task kind {:?} in this worker", workflow.kind));
@@ -107,6 +113,7 @@ async fn execute(
         store: shared.store.clone(),
         lease: lease.clone(),
         cancel: stop.clone(),
+        last,
     };
     let limit_ms = workflow.time_limit_ms.max(1);
     let limit = Duration::from_millis(u64::try_from(limit_ms).unwrap_or(u64::MAX));

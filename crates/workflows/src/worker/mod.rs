@@ -15,7 +15,11 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::Notify, task::JoinSet, time::Instant};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{EventHub, Registry, State, Store, store::Lease};
@@ -122,36 +126,115 @@ impl Worker {
             "worker started"
         );
 
+        // A slot is a task running, not an outcome being written: a finished task frees its
+        // slot at once, so the next claim overlaps the last outcome's commit (and the writer
+        // batches them together). Up to CLAIMS_IN_FLIGHT claims run at once, each for the
+        // slots free when it began, so a slot freed during a claim's round trip need not wait
+        // for it.
+        let slots = Arc::new(Semaphore::new(shared.settings.concurrency));
+        let freed = Arc::new(Notify::new());
         let mut attempts = JoinSet::new();
+        let mut claims: JoinSet<Claimed> = JoinSet::new();
+        // The last claim found less than it asked for: wait for news before asking again.
+        let mut idle = false;
         tokio::pin!(shutdown);
         loop {
             while attempts.try_join_next().is_some() {}
-            let free = shared.settings.concurrency.saturating_sub(attempts.len());
-            let mut idle = free > 0;
-            if free > 0 {
-                match claim(&shared, free).await {
-                    Ok(claimed) => {
-                        idle = claimed.len() < free;
-                        for workflow in claimed {
-                            attempts.spawn(attempt::run(shared.clone(), workflow));
-                        }
+            let free = slots.available_permits();
+            if !idle
+                && free > 0
+                && claims.len() < CLAIMS_IN_FLIGHT
+                && let Ok(permits) = slots.clone().try_acquire_many_owned(as_u32(free))
+            {
+                let shared = shared.clone();
+                claims.spawn(async move {
+                    let result = claim(&shared, free).await;
+                    Claimed {
+                        permits,
+                        asked: free,
+                        result,
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot claim workflows; will retry"),
-                }
+                });
             }
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
+                Some(done) = claims.join_next(), if !claims.is_empty() => {
+                    let Ok(Claimed { mut permits, asked, result }) = done else { continue };
+                    match result {
+                        Ok(claimed) => {
+                            idle = claimed.len() < asked;
+                            for workflow in claimed {
+                                let slot = Slot {
+                                    _permit: permits.split(1),
+                                    freed: freed.clone(),
+                                };
+                                attempts.spawn(attempt::run(shared.clone(), workflow, slot));
+                            }
+                        }
+                        Err(e) => {
+                            idle = true;
+                            tracing::warn!(error = %e, "cannot claim workflows; will retry");
+                        }
+                    }
+                }
+                () = freed.notified() => idle = false,
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
-                () = wake.notified(), if idle => {}
-                () = tokio::time::sleep(shared.settings.poll_interval), if idle => {}
+                () = wake.notified() => idle = false,
+                () = tokio::time::sleep(shared.settings.poll_interval), if idle => idle = false,
             }
         }
 
+        // Claims still in flight: their workflows go straight back to the queue.
+        while let Some(done) = claims.join_next().await {
+            if let Ok(Claimed {
+                result: Ok(claimed),
+                ..
+            }) = done
+            {
+                for workflow in claimed {
+                    let lease = Lease::of(&workflow, &shared.id);
+                    if let Err(e) = shared.store.release(&lease).await {
+                        tracing::warn!(id = %lease.id, error = %e, "cannot give a claim back");
+                    }
+                    shared
+                        .running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&lease.id);
+                }
+            }
+        }
         drain(&shared, &mut attempts).await;
         helpers.shutdown().await;
         tracing::info!(worker = %shared.id, "worker stopped");
     }
+}
+
+/// Claims running at once per worker.
+const CLAIMS_IN_FLIGHT: usize = 2;
+
+/// A finished claim: the slots it held and what it got.
+struct Claimed {
+    permits: OwnedSemaphorePermit,
+    asked: usize,
+    result: Result<Vec<crate::Workflow>, crate::StoreError>,
+}
+
+/// One task's right to run; dropping it (when the task returns) lets the claim loop refill.
+pub(crate) struct Slot {
+    _permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
+
+fn as_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::Workflow>, crate::StoreError> {

@@ -20,6 +20,7 @@ pub(crate) fn finish(workflow: &Workflow, ended: Ended) -> Finish {
                 result: Some(result.to_string()),
                 error: None,
                 run_at_us: None,
+                progress: None,
             };
         }
         Ended::Cancelled => {
@@ -28,6 +29,7 @@ pub(crate) fn finish(workflow: &Workflow, ended: Ended) -> Finish {
                 result: None,
                 error: Some("cancelled while running".into()),
                 run_at_us: None,
+                progress: None,
             };
         }
         Ended::Failed(e) => (e.message, e.retryable),
@@ -43,6 +45,7 @@ pub(crate) fn finish(workflow: &Workflow, ended: Ended) -> Finish {
             result: None,
             error: Some(error),
             run_at_us: Some(now_us().saturating_add(delay.saturating_mul(1_000))),
+            progress: None,
         };
     }
     let error = if retryable {
@@ -58,6 +61,7 @@ pub(crate) fn finish(workflow: &Workflow, ended: Ended) -> Finish {
         result: None,
         error: Some(error),
         run_at_us: None,
+        progress: None,
     }
 }
 
