@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod models;
+mod process;
 mod serve;
 mod warm;
 mod worker;

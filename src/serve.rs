@@ -19,29 +19,8 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use crate::workflows::Workflows;
 
 pub fn run(config: Config) -> ExitCode {
-    let json = config.log.format == citadel_config::LogFormat::Json;
-    if let Err(e) = citadel_telemetry::init_logging(json, &config.log.level) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "citadel failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = config.log.clone();
+    crate::process::run_logged(&log, "citadel", serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -8,29 +8,8 @@ use citadel_config::Config;
 use crate::{serve::loopback_url, workflows::Workflows};
 
 pub fn run(config: Config, concurrency: Option<usize>) -> ExitCode {
-    let json = config.log.format == citadel_config::LogFormat::Json;
-    if let Err(e) = citadel_telemetry::init_logging(json, &config.log.level) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(work(config, concurrency)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "citadel worker failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log = config.log.clone();
+    crate::process::run_logged(&log, "citadel worker", work(config, concurrency))
 }
 
 async fn work(config: Config, concurrency: Option<usize>) -> anyhow::Result<()> {

@@ -825,36 +825,8 @@ async fn worker_sigterm_finishes_running_task_within_grace() {
     };
     let mut worker = WorkerProc::start("wterm", &db.url, &config);
     let mut client = client(&server).await;
-    let id = submit(
-        &mut client,
-        submit_request("sleep", json!({ "ms": 1_000 }), 1),
-    )
-    .await
-    .id;
     let prefix = worker.id_prefix();
-    wait_until(&mut client, &id, Duration::from_secs(30), |w| {
-        state_of(w) == WorkflowState::Started && w.worker.starts_with(&prefix)
-    })
-    .await
-    .unwrap_or_else(|w| panic!("not STARTED: {w:?}\n{}", logs(&server, &[&worker])));
-
-    let asked = Instant::now();
-    worker.sigterm();
-    let status = worker
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "worker still running 10 s after SIGTERM:\n{}",
-                logs(&server, &[&worker])
-            )
-        });
-    let took = asked.elapsed();
-    assert!(
-        status.success(),
-        "exit status {status:?}:\n{}",
-        logs(&server, &[&worker])
-    );
+    let (id, took) = sigterm_mid_task(&server, &mut client, &mut worker, 1_000, 1, 10).await;
     // Finished before the process exited: nothing left for anyone else.
     let w = get(&mut client, &id).await;
     assert_eq!(
@@ -887,36 +859,7 @@ async fn worker_sigterm_past_grace_gives_task_back() {
     };
     let mut first = WorkerProc::start("wgive", &db.url, &config);
     let mut client = client(&server).await;
-    let id = submit(
-        &mut client,
-        submit_request("sleep", json!({ "ms": 5_000 }), 3),
-    )
-    .await
-    .id;
-    let prefix = first.id_prefix();
-    wait_until(&mut client, &id, Duration::from_secs(30), |w| {
-        state_of(w) == WorkflowState::Started && w.worker.starts_with(&prefix)
-    })
-    .await
-    .unwrap_or_else(|w| panic!("not STARTED: {w:?}\n{}", logs(&server, &[&first])));
-
-    let asked = Instant::now();
-    first.sigterm();
-    let status = first
-        .wait_exit(Duration::from_secs(3))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "worker still running 3 s after SIGTERM with a 300 ms grace:\n{}",
-                logs(&server, &[&first])
-            )
-        });
-    let took = asked.elapsed();
-    assert!(
-        status.success(),
-        "exit status {status:?}:\n{}",
-        logs(&server, &[&first])
-    );
+    let (id, took) = sigterm_mid_task(&server, &mut client, &mut first, 5_000, 3, 3).await;
     // Given back: queued again, the interrupted attempt not counted.
     let row = db.query(&format!(
         "SELECT state || '|' || attempts || '|' || (lease_expires_us IS NULL) \
@@ -953,4 +896,42 @@ async fn worker_sigterm_past_grace_gives_task_back() {
     assert_eq!(done.attempts, 1, "the given-back attempt did not count");
     assert!(done.worker.starts_with(&second_prefix), "{done:?}");
     eprintln!("SIGTERM past grace: exited in {took:?}");
+}
+
+/// Submits a `sleep` of `ms`, waits until `worker` runs it, sends SIGTERM and waits (at most
+/// `exit_within_s`) for a clean exit. Returns the workflow id and how long the exit took.
+async fn sigterm_mid_task(
+    server: &Server,
+    client: &mut Client,
+    worker: &mut WorkerProc,
+    ms: u64,
+    max_attempts: u32,
+    exit_within_s: u64,
+) -> (String, Duration) {
+    let request = submit_request("sleep", json!({ "ms": ms }), max_attempts);
+    let id = submit(client, request).await.id;
+    let prefix = worker.id_prefix();
+    wait_until(client, &id, Duration::from_secs(30), |w| {
+        state_of(w) == WorkflowState::Started && w.worker.starts_with(&prefix)
+    })
+    .await
+    .unwrap_or_else(|w| panic!("not STARTED: {w:?}\n{}", logs(server, &[worker])));
+    let asked = Instant::now();
+    worker.sigterm();
+    let status = worker
+        .wait_exit(Duration::from_secs(exit_within_s))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "worker still running {exit_within_s} s after SIGTERM:\n{}",
+                logs(server, &[worker])
+            )
+        });
+    let took = asked.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        logs(server, &[worker])
+    );
+    (id, took)
 }
