@@ -153,6 +153,12 @@ fn bad_configuration_names_the_key() {
             "upstream.breaker.failure_threshold",
         ),
         ("[cache]\nredis_url = \"localhost\"\n", "cache.redis_url"),
+        (
+            "[workflows]\nlease_ms = 1000\nheartbeat_ms = 1000\n",
+            "workflows.heartbeat_ms",
+        ),
+        ("[workflows]\nconcurrency = 0\n", "workflows.concurrency"),
+        ("[database]\nurl = \"mysql://x\"\n", "database.url"),
     ];
     for (i, (toml, key)) in cases.iter().enumerate() {
         let file = temp_config(&format!("bad{i}"), toml);

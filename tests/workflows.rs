@@ -162,6 +162,35 @@ async fn life_cycle(store: Store) {
             .workflows
             .is_empty()
     );
+    // Operators see it on /metrics: the submit and the attempt's outcome, by kind.
+    let metrics = common::http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |name: &str, labels: &[&str]| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+    };
+    assert!(
+        has("citadel_workflows_submitted_total", &["kind=\"sleep\""]),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            "citadel_workflows_attempts_total",
+            &["kind=\"sleep\"", "outcome=\"SUCCESS\""]
+        ),
+        "{metrics}"
+    );
+    assert!(
+        has("citadel_workflows_queue_wait_seconds_bucket", &[]),
+        "{metrics}"
+    );
 }
 
 async fn retries_then_success(store: Store) {
@@ -288,6 +317,17 @@ async fn bad_requests(store: Store) {
             priority: 1000,
             ..submit("noop", json!({}))
         },
+        SubmitWorkflowRequest {
+            idempotency_key: "key\u{0}with a NUL".into(),
+            ..submit("noop", json!({}))
+        },
+        SubmitWorkflowRequest {
+            not_before: Some(prost_types::Timestamp {
+                seconds: i64::MIN / 2,
+                nanos: 0,
+            }),
+            ..submit("noop", json!({}))
+        },
     ];
     for request in cases {
         let error = c.submit(request.clone()).await.unwrap_err();
@@ -308,6 +348,65 @@ async fn bad_requests(store: Store) {
         c.list(page).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    let lists = [
+        ListWorkflowsRequest {
+            kind: "noop\u{0}".into(),
+            ..Default::default()
+        },
+        ListWorkflowsRequest {
+            page_size: 501,
+            ..Default::default()
+        },
+    ];
+    for list in lists {
+        let error = c.list(list.clone()).await.unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{list:?}: {error:?}");
+    }
+    let everything = c.list(ListWorkflowsRequest::default()).await.unwrap();
+    assert!(
+        everything.into_inner().workflows.is_empty(),
+        "no bad request queued anything"
+    );
+}
+
+/// Watch with `kinds` sees only those kinds; at shutdown every Watch ends with UNAVAILABLE
+/// instead of holding the drain open.
+async fn watch_filters_kinds_and_ends_at_shutdown(store: Store) {
+    let server = store.serve();
+    let mut c = client(&server).await;
+    let only_sleep = WatchWorkflowsRequest {
+        kinds: vec!["sleep".into()],
+        ..Default::default()
+    };
+    let mut stream = c.watch(only_sleep).await.unwrap().into_inner();
+    send(&mut c, submit("noop", json!({}))).await;
+    let sleep = send(&mut c, submit("sleep", json!({"ms": 10}))).await;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the sleep workflow's events in time")
+            .expect("stream open")
+            .unwrap();
+        assert_eq!(event.kind, "sleep", "{event:?}");
+        assert_eq!(event.workflow_id, sleep.id);
+        if event.state() == WorkflowState::Success {
+            break;
+        }
+    }
+
+    server.sigterm();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return Some(status.code()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("Watch ended soon after SIGTERM");
+    assert_eq!(ended, Some(Code::Unavailable));
 }
 
 fn micros(t: &prost_types::Timestamp) -> i128 {
@@ -451,4 +550,5 @@ on_both_stores!(
     watch_latency,
     priority,
     result_expiry,
+    watch_filters_kinds_and_ends_at_shutdown,
 );

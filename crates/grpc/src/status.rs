@@ -31,13 +31,7 @@ pub(crate) fn store_status(error: StoreError) -> Status {
 pub(crate) fn to_status(error: EmbedError) -> Status {
     let message = error.to_string();
     match error {
-        EmbedError::InvalidInput { param, .. } => {
-            let mut status = Status::new(Code::InvalidArgument, message);
-            status
-                .metadata_mut()
-                .insert(ERROR_PARAM_KEY, MetadataValue::from_static(param));
-            status
-        }
+        EmbedError::InvalidInput { param, .. } => invalid(param, message),
         EmbedError::ModelNotFound(_) => Status::new(Code::NotFound, message),
         EmbedError::Overloaded { retry_after, .. } => with_retry_after(
             Status::new(Code::ResourceExhausted, message),

@@ -71,6 +71,8 @@ struct Shared {
     settings: WorkerSettings,
     id: String,
     running: RunningMap,
+    /// The kinds this worker claims (the registry's, listed once, not per claim).
+    kinds: Vec<&'static str>,
 }
 
 pub struct Worker {
@@ -91,6 +93,7 @@ impl Worker {
         let id = format!("{}-{}-{}", settings.name, std::process::id(), &suffix[..8]);
         let shared = Shared {
             store,
+            kinds: registry.kinds(),
             registry,
             settings,
             id,
@@ -122,7 +125,7 @@ impl Worker {
         tracing::info!(
             worker = %shared.id,
             concurrency = shared.settings.concurrency,
-            kinds = ?shared.registry.kinds(),
+            kinds = ?shared.kinds,
             "worker started"
         );
 
@@ -238,10 +241,9 @@ fn as_u32(n: usize) -> u32 {
 }
 
 async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::Workflow>, crate::StoreError> {
-    let kinds = shared.registry.kinds();
     let claimed = shared
         .store
-        .claim(&shared.id, &kinds, free, shared.settings.lease)
+        .claim(&shared.id, &shared.kinds, free, shared.settings.lease)
         .await?;
     let mut running = shared.running.lock().unwrap_or_else(|e| e.into_inner());
     for workflow in &claimed {
