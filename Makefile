@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream bench-cache bench-workflows lint
+.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness lint
 run:
 	scripts/run.sh
 test:
@@ -14,5 +14,7 @@ bench-cache:
 	bench/run-cache.sh
 bench-workflows:
 	bench/run-workflows.sh
+bench-fairness:
+	bench/run-fairness.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings

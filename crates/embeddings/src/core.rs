@@ -23,6 +23,14 @@ use crate::{
 /// How long an overloaded caller is told to wait before retrying.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Fraction of a model's queue one request may hold while other requests are queued: a bulk
+/// request cannot take all that is left, so later callers still find room. Alone, a request may
+/// use the whole queue (refusing it then would only make the model idle).
+const REQUEST_SHARE: (usize, usize) = (1, 2);
+
+/// Longest model name looked up; no model has a longer one, and errors quote names.
+const MAX_MODEL_NAME_BYTES: usize = 256;
+
 /// Request limits that do not depend on the model.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -226,15 +234,25 @@ impl EmbeddingCore {
     ) -> Result<Computed, EmbedError> {
         let info = entry.backend.info();
         let n = inputs.len();
-        let _permits = entry
+        let overloaded = || EmbedError::Overloaded {
+            model: info.name.clone(),
+            queued: entry.capacity - entry.queue.available_permits(),
+            retry_after: RETRY_AFTER,
+        };
+        let permits = entry
             .queue
             .clone()
             .try_acquire_many_owned(n as u32)
-            .map_err(|_| EmbedError::Overloaded {
-                model: info.name.clone(),
-                queued: entry.capacity - entry.queue.available_permits(),
-                retry_after: RETRY_AFTER,
-            })?;
+            .map_err(|_| overloaded())?;
+        // Checked once the permits are held, so two large requests arriving together cannot
+        // both see an empty queue; at worst both are refused and retry.
+        let others = (entry.capacity - entry.queue.available_permits()).saturating_sub(n);
+        if others > 0 && n > entry.capacity * REQUEST_SHARE.0 / REQUEST_SHARE.1 {
+            let error = overloaded();
+            drop(permits);
+            return Err(error);
+        }
+        let _permits = permits;
         let request_inputs: Vec<usize> = inputs.iter().map(String::len).collect();
         let request = BackendRequest {
             inputs,
@@ -278,10 +296,19 @@ impl EmbeddingCore {
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, EmbedError> {
+        if name.len() > MAX_MODEL_NAME_BYTES {
+            return Err(EmbedError::InvalidInput {
+                param: "model",
+                message: format!(
+                    "the model name is {} bytes; names are at most {MAX_MODEL_NAME_BYTES}",
+                    name.len()
+                ),
+            });
+        }
         self.names
             .get(name)
             .map(|&i| &self.entries[i])
-            .ok_or_else(|| EmbedError::ModelNotFound(name.to_string()))
+            .ok_or_else(|| EmbedError::ModelNotFound(crate::error::quote(name)))
     }
 
     fn fallback_of(&self, entry: &Entry) -> Option<&Entry> {

@@ -64,3 +64,13 @@ impl EmbedError {
         }
     }
 }
+
+/// A caller-supplied value as an error message may quote it: at most 64 characters, so no
+/// message grows with the request.
+pub(crate) fn quote(value: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match value.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_string(),
+    }
+}

@@ -130,10 +130,7 @@ fn load(settings: &OnnxModelSettings) -> Result<Loaded, OnnxError> {
     let sessions = (0..settings.sessions)
         .map(|_| ModelSession::load(&graph, settings.intra_threads, dims))
         .collect::<Result<Vec<_>, _>>()?;
-    let batch = BatchSettings {
-        max_batch_tokens: settings.max_batch_tokens,
-        max_window_inputs: 1024,
-    };
+    let batch = BatchSettings::new(settings.max_batch_tokens, sessions.len());
     let batcher = Batcher::start(sessions, batch, &settings.info.name)
         .map_err(|e| OnnxError::Workers(e.to_string()))?;
     Ok(Loaded {

@@ -1,10 +1,11 @@
 //! The dynamic batcher: one cloneable handle in front of the model's worker threads.
 //!
 //! Requests are queued whole. When a worker is free and no prepared run is waiting, it forms a
-//! window from the queue, taking inputs round-robin from the waiting requests (so a request of
-//! 2,048 inputs shares the model with the small ones behind it), sorts the window by length and
-//! cuts it into runs of at most `max_batch_tokens` padded tokens. Sorting keeps padding low; the
-//! token budget bounds each run's memory and latency. Each worker thread owns one ONNX session,
+//! window of at most `max_window_tokens` from the queue, taking inputs round-robin from the
+//! waiting requests (so a request of 2,048 inputs shares the model with the small ones behind
+//! it, and a newcomer waits for one small window, not for the whole bulk), sorts the window by
+//! length and cuts it into runs of at most `max_batch_tokens` padded tokens. Sorting keeps
+//! padding low; the token budgets bound each run's and each wait's length. Each worker thread owns one ONNX session,
 //! so runs proceed in parallel and never on the async runtime. Results go straight back to the
 //! waiting request, whose future is the only thing a slow client can hold up.
 
@@ -31,8 +32,29 @@ use window::form_window;
 pub(crate) struct BatchSettings {
     /// Most padded tokens (rows x longest row) in one model run.
     pub max_batch_tokens: usize,
-    /// Most inputs sorted together into runs at once; bounds how long a newcomer waits.
+    /// Most inputs sorted together into runs at once (bounds the sort).
     pub max_window_inputs: usize,
+    /// Most tokens (unpadded) sorted together into runs at once: how much queued work a
+    /// newcomer can find ahead of it, whatever the length of the texts.
+    pub max_window_tokens: usize,
+}
+
+impl BatchSettings {
+    /// Tokens per window unless the runs themselves are larger: 4,096 tokens are ~0.25 s of
+    /// all-minilm on two sessions (BENCHMARKS.md, fairness), yet ~90 average sentences to sort
+    /// together, about what 4 concurrent requests of 32 bring.
+    pub(crate) const DEFAULT_WINDOW_TOKENS: usize = 4096;
+
+    /// The defaults for `sessions` sessions running runs of `max_batch_tokens`: a window always
+    /// holds at least one full run per session, so none idles while another works.
+    pub(crate) fn new(max_batch_tokens: usize, sessions: usize) -> BatchSettings {
+        BatchSettings {
+            max_batch_tokens,
+            max_window_inputs: 1024,
+            max_window_tokens: Self::DEFAULT_WINDOW_TOKENS
+                .max(max_batch_tokens.saturating_mul(sessions)),
+        }
+    }
 }
 
 /// What a request gets back once all its inputs have been through the model.
