@@ -20,6 +20,8 @@ fn main() -> io::Result<()> {
     fs::write(out_dir.join("citadel_descriptor.bin"), fds.encode_to_vec())?;
 
     tonic_prost_build::configure()
+        // Malformed requests are INVALID_ARGUMENT, not prost's INTERNAL (crates/proto codec.rs).
+        .codec_path("crate::codec::StrictCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)

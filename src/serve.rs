@@ -5,15 +5,13 @@
 use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
-use citadel_config::Config;
+use citadel_config::{Config, ConnectionsConfig};
 use citadel_embeddings::EmbeddingCore;
 use citadel_gateway::{AppState, GatewaySettings};
 use citadel_grpc::{GrpcSettings, HealthControl, WorkflowApi};
 use citadel_telemetry::MetricsHandle;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::workflows::Workflows;
@@ -161,15 +159,11 @@ fn start_grpc(
     let settings = GrpcSettings {
         max_message_bytes: config.grpc.max_message_bytes,
     };
-    let router = citadel_grpc::router(core, workflows, health, settings)?;
-    // Small request/response exchanges: without TCP_NODELAY, Nagle's algorithm meets delayed
-    // ACKs and adds ~40 ms to a single-input request.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = citadel_grpc::service(core, workflows, health, settings)?;
+    let limits = connection_limits("grpc", &config.grpc.connections, config, true);
     Ok(Running::spawn("grpc", |stopped| async move {
         let stopped = async { stopped.await.unwrap_or_default() };
-        Ok(router
-            .serve_with_incoming_shutdown(incoming, stopped)
-            .await?)
+        Ok(citadel_conn::serve(listener, service, limits, stopped).await?)
     }))
 }
 
@@ -192,16 +186,38 @@ fn start_http(
     let settings = GatewaySettings {
         body_limit_bytes: config.http.body_limit_bytes,
         body_read_timeout: Duration::from_millis(config.http.body_read_timeout_ms),
+        body_idle_timeout: Duration::from_millis(config.http.body_idle_timeout_ms),
         cors_allowed_origins: config.http.cors_allowed_origins.clone(),
     };
     let app = citadel_gateway::router(state, &settings);
-    let listener = listener.tap_io(|tcp| drop(tcp.set_nodelay(true)));
+    let limits = connection_limits("http", &config.http.connections, config, false);
     Ok(Running::spawn("http", |stopped| async move {
         let stopped = async { stopped.await.unwrap_or_default() };
-        Ok(axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await?)
+        Ok(citadel_conn::serve(listener, app, limits, stopped).await?)
     }))
+}
+
+fn connection_limits(
+    name: &'static str,
+    c: &ConnectionsConfig,
+    config: &Config,
+    http2_only: bool,
+) -> citadel_conn::Limits {
+    let ms = Duration::from_millis;
+    citadel_conn::Limits {
+        name,
+        max_connections: c.max_connections,
+        header_read_timeout: ms(c.header_read_timeout_ms),
+        idle_timeout: ms(c.idle_timeout_ms),
+        write_timeout: ms(c.write_timeout_ms),
+        keepalive_interval: ms(c.keepalive_interval_ms),
+        keepalive_timeout: ms(c.keepalive_timeout_ms),
+        max_concurrent_streams: c.max_concurrent_streams,
+        drain_grace: ms(config.shutdown.drain_grace_ms),
+        http2_only,
+        // gRPC clients read statuses, not bodies; HTTP/1 clients get OpenAI's error shape.
+        refusal_body: (!http2_only).then_some(citadel_gateway::refusal_body as _),
+    }
 }
 
 /// Turns health SERVING once every model has loaded, then logs "citadel ready" (tests and the

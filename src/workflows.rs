@@ -55,6 +55,8 @@ impl Workflows {
                 initial_backoff_ms: w.default_initial_backoff_ms,
                 max_backoff_ms: w.default_max_backoff_ms,
             },
+            max_params_bytes: w.max_params_bytes,
+            list_page_max_bytes: w.list_page_max_bytes,
         }
     }
 

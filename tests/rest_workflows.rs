@@ -330,12 +330,10 @@ async fn cancel_stops_a_running_workflow_and_retry_runs_a_cancelled_one() {
     assert!(asked.elapsed() < Duration::from_secs(5));
     assert!(cancelled["error"].is_string(), "{cancelled}");
     assert_eq!(cancelled["result"], Value::Null);
+    // A finished workflow has nothing to cancel: CANCELLED answers like SUCCESS and FAILURE.
     let (status, _, body) = post(&server, &cancel, None, &[]).await;
-    assert_eq!(
-        (status, &body["state"]),
-        (200, &json!("CANCELLED")),
-        "cancelling twice is not an error: {body}"
-    );
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "workflow_state_conflict", "{body}");
 
     // Retried, the cancelled noop is queued afresh and runs now that the slot is free.
     let retry = format!("/api/v1/workflows/{queued_id}/retry");

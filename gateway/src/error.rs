@@ -9,6 +9,8 @@ use axum::{
 };
 use citadel_proto::metadata::{ERROR_PARAM, RETRY_AFTER, UPSTREAM};
 use serde_json::json;
+
+use crate::layers::request_body::BodyTimeout;
 use tonic::{Code, Status};
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,30 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The body of a refusal the HTTP library writes itself, before any route sees the request
+/// (see `citadel-conn`): the same error shape as every other answer.
+pub fn refusal_body(status: StatusCode) -> (&'static str, String) {
+    let message = match status {
+        StatusCode::BAD_REQUEST => {
+            "the request is not valid HTTP/1.1: check the request line, the header syntax and \
+             that Content-Length appears at most once"
+        }
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            "the request's headers are too large or too many for this server"
+        }
+        _ => status
+            .canonical_reason()
+            .unwrap_or("the request was refused"),
+    };
+    let body = json!({"error": {
+        "message": message,
+        "type": INVALID,
+        "param": null,
+        "code": null,
+    }});
+    ("application/json", body.to_string())
 }
 
 /// The one mapping from a gRPC status to an HTTP error.
@@ -165,14 +191,16 @@ pub(crate) fn workflow_error(status: Status) -> ApiError {
 /// Malformed JSON bodies get the same error shape as everything else.
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if let Some(timeout) = timed_out(&rejection) {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, INVALID, timeout.to_string())
+                .with_code("request_timeout");
+        }
         let status = match rejection.status() {
-            _ if timed_out(&rejection) => StatusCode::REQUEST_TIMEOUT,
             StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             _ => StatusCode::BAD_REQUEST,
         };
         let message = match status {
-            StatusCode::REQUEST_TIMEOUT => "the request body did not arrive in time".to_string(),
             StatusCode::PAYLOAD_TOO_LARGE => {
                 "the request body is larger than this server accepts".to_string()
             }
@@ -188,14 +216,15 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// The body stopped arriving (tower-http's body timeout), somewhere in the rejection's causes.
-fn timed_out(rejection: &JsonRejection) -> bool {
+/// The body stopped arriving (the request-body layer's deadlines), somewhere in the
+/// rejection's causes.
+fn timed_out(rejection: &JsonRejection) -> Option<BodyTimeout> {
     let mut cause: Option<&dyn std::error::Error> = Some(rejection);
     while let Some(error) = cause {
-        if error.is::<tower_http::timeout::TimeoutError>() {
-            return true;
+        if let Some(timeout) = error.downcast_ref::<BodyTimeout>() {
+            return Some(*timeout);
         }
         cause = error.source();
     }
-    false
+    None
 }

@@ -30,19 +30,19 @@ use axum::{
     routing::{get, post},
 };
 use tower::ServiceBuilder;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::RequestBodyTimeoutLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub use error::ApiError;
+pub use error::{ApiError, refusal_body};
 pub use state::{AppState, MetricsRender};
 
 /// What the edge needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
     pub body_limit_bytes: usize,
+    /// The whole body, however it trickles in.
     pub body_read_timeout: Duration,
+    /// Each pause between two pieces of a body.
+    pub body_idle_timeout: Duration,
     pub cors_allowed_origins: Vec<String>,
 }
 
@@ -85,6 +85,8 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
     // The pipeline, outermost first.
     routes.layer(
         ServiceBuilder::new()
+            // A caller's request id only when short and printable; bounded URIs.
+            .layer(middleware::from_fn(layers::sanitize::sanitize))
             // Accept the caller's x-request-id or make one...
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             // ...and return it on the response.
@@ -93,8 +95,13 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
             .layer(layers::trace::layer())
             // Browsers: only the configured origins.
             .layer(layers::cors::layer(&settings.cors_allowed_origins))
-            // A client stalling mid-upload cannot hold a connection (or the drain) forever.
-            .layer(RequestBodyTimeoutLayer::new(settings.body_read_timeout)),
+            // A declared oversize body is refused before any of it is read; a body must
+            // arrive within a total deadline, without long pauses.
+            .layer(layers::request_body::RequestBodyLayer::new(
+                settings.body_limit_bytes,
+                settings.body_read_timeout,
+                settings.body_idle_timeout,
+            )),
     )
 }
 

@@ -50,14 +50,40 @@ pub struct Config {
 pub struct HttpConfig {
     /// Listen address of the REST edge.
     pub addr: SocketAddr,
-    /// Largest request body accepted (413 past it).
+    /// Largest request body accepted (413 past it, at once when `Content-Length` says so).
     pub body_limit_bytes: usize,
-    /// Time allowed to receive a request body (408 past it).
+    /// Time allowed to receive a whole request body, however it trickles in (408 past it).
     pub body_read_timeout_ms: u64,
+    /// Longest pause between two pieces of a request body (408 past it).
+    pub body_idle_timeout_ms: u64,
     /// Deadline given to each gRPC call made for a REST request (504 past it).
     pub request_timeout_ms: u64,
     /// Origins allowed by CORS.
     pub cors_allowed_origins: Vec<String>,
+    /// What one client's connections may hold.
+    pub connections: ConnectionsConfig,
+}
+
+/// Limits of one listener's connections, so no client can hold sockets, memory or the drain.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Open connections at most; past it the longest-idle one is closed for a newcomer, and a
+    /// newcomer is refused when every connection is serving a request.
+    pub max_connections: usize,
+    /// Time for a request head (or a new connection's first bytes) to arrive. On HTTP/1.1 it
+    /// also bounds a keep-alive connection's silence between requests.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout_ms: u64,
+    /// A response the client makes no progress reading for this long closes its connection.
+    pub write_timeout_ms: u64,
+    /// HTTP/2 PING interval; an unanswered PING closes the connection after
+    /// `keepalive_timeout_ms`.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    /// Concurrent streams on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// The gRPC mesh.
@@ -70,6 +96,8 @@ pub struct GrpcConfig {
     pub upstream: String,
     /// Largest gRPC message, either direction.
     pub max_message_bytes: usize,
+    /// What one client's connections may hold.
+    pub connections: ConnectionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -77,6 +105,9 @@ pub struct GrpcConfig {
 pub struct ShutdownConfig {
     /// How long in-flight requests may run after SIGTERM before the process exits anyway.
     pub drain_timeout_ms: u64,
+    /// After SIGTERM, how long a connection with no request in flight (a half-sent request
+    /// head) may stay; idle connections close at once.
+    pub drain_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -341,6 +372,11 @@ pub struct WorkflowsConfig {
     /// The EmbeddingService that `embed_batch` and `cache_warm` call; empty means this
     /// process's own gRPC server (`serve`) or `grpc.upstream`/`grpc.addr` (`worker`).
     pub embeddings_url: String,
+    /// Largest `params` of one workflow, in bytes of JSON (400 naming `params` past it).
+    pub max_params_bytes: usize,
+    /// Most bytes of workflows in one list page, besides the page size (a page always holds at
+    /// least one workflow).
+    pub list_page_max_bytes: usize,
     /// Texts per EmbeddingService call in `embed_batch` and `cache_warm` (one progress step).
     pub embed_chunk_size: usize,
     /// The only directory `input_file`/`output_file` parameters may name files in (relative

@@ -1,12 +1,16 @@
 //! Checks serde cannot express. Each failure names the key, so an operator can fix the file
 //! without reading code.
 
-use crate::{BackendKind, Config, ConfigError, ModelConfig};
+use crate::{BackendKind, Config, ConfigError, ConnectionsConfig, ModelConfig};
 
 pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     positive("http.body_limit_bytes", cfg.http.body_limit_bytes as u64)?;
     positive("http.request_timeout_ms", cfg.http.request_timeout_ms)?;
     positive("http.body_read_timeout_ms", cfg.http.body_read_timeout_ms)?;
+    positive("http.body_idle_timeout_ms", cfg.http.body_idle_timeout_ms)?;
+    connections_ok("http.connections", &cfg.http.connections)?;
+    connections_ok("grpc.connections", &cfg.grpc.connections)?;
+    positive("shutdown.drain_grace_ms", cfg.shutdown.drain_grace_ms)?;
     positive("grpc.max_message_bytes", cfg.grpc.max_message_bytes as u64)?;
     positive(
         "embeddings.max_inputs_per_request",
@@ -65,6 +69,20 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+fn connections_ok(section: &str, c: &ConnectionsConfig) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("{section}.{field}");
+    positive(&key("max_connections"), c.max_connections as u64)?;
+    positive(&key("header_read_timeout_ms"), c.header_read_timeout_ms)?;
+    positive(&key("idle_timeout_ms"), c.idle_timeout_ms)?;
+    positive(&key("write_timeout_ms"), c.write_timeout_ms)?;
+    positive(&key("keepalive_interval_ms"), c.keepalive_interval_ms)?;
+    positive(&key("keepalive_timeout_ms"), c.keepalive_timeout_ms)?;
+    positive(
+        &key("max_concurrent_streams"),
+        u64::from(c.max_concurrent_streams),
+    )
 }
 
 fn model_ok(name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
@@ -185,6 +203,11 @@ fn workflows_ok(w: &crate::WorkflowsConfig) -> Result<(), ConfigError> {
         );
     }
     positive("workflows.poll_interval_ms", w.poll_interval_ms)?;
+    positive("workflows.max_params_bytes", w.max_params_bytes as u64)?;
+    positive(
+        "workflows.list_page_max_bytes",
+        w.list_page_max_bytes as u64,
+    )?;
     positive("workflows.default_time_limit_ms", w.default_time_limit_ms)?;
     positive(
         "workflows.default_max_attempts",

@@ -16,9 +16,21 @@ pub(crate) fn deadline(metadata: &MetadataMap) -> Result<Option<Instant>, Status
         return Ok(None);
     };
     let text = value.to_str().unwrap_or_default();
-    parse(text)
-        .map(|timeout| Some(Instant::now() + timeout - margin(timeout)))
-        .ok_or_else(|| Status::invalid_argument(format!("malformed grpc-timeout header `{text}`")))
+    let Some(timeout) = parse(text) else {
+        let text: String = text.chars().take(32).collect();
+        return Err(Status::invalid_argument(format!(
+            "malformed grpc-timeout header `{text}`"
+        )));
+    };
+    let deadline = Instant::now() + timeout - margin(timeout);
+    // A budget spent on arrival: no work could finish in it, and a cached answer must not
+    // make the same call succeed one time and fail the next.
+    if deadline <= Instant::now() {
+        return Err(Status::deadline_exceeded(format!(
+            "the call's deadline (grpc-timeout {text}) had passed when it arrived"
+        )));
+    }
+    Ok(Some(deadline))
 }
 
 /// A tenth of the budget, at most 10 ms.

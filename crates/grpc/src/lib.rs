@@ -4,8 +4,9 @@
 //!
 //! This crate owns the translation between protobuf messages and the core's types, the one
 //! mapping from [`citadel_embeddings::EmbedError`] and [`citadel_workflows::StoreError`] to
-//! `tonic::Status`, `grpc-timeout` deadlines,
-//! health reporting tied to model readiness, and the server's limits. It must hold no embedding
+//! `tonic::Status`, `grpc-timeout` deadlines, health reporting tied to model readiness, the
+//! server's message limits and the wire rules tonic leaves open (content type, one message per
+//! unary call, bounded status messages). It must hold no embedding
 //! or queue logic: handlers convert, call [`citadel_embeddings::EmbeddingCore`] or
 //! [`citadel_workflows::Store`], convert back.
 
@@ -15,6 +16,7 @@ mod convert;
 mod deadline;
 mod embedding;
 mod health;
+mod hygiene;
 mod server;
 mod status;
 mod workflow;
@@ -23,6 +25,6 @@ mod workflow_watch;
 
 pub use embedding::EmbeddingApi;
 pub use health::HealthControl;
-pub use server::{GrpcRouter, GrpcSettings, router};
+pub use server::{GrpcSettings, ServerError, service};
 pub use workflow::WorkflowApi;
 pub use workflow_convert::SubmitDefaults;

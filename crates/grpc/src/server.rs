@@ -1,25 +1,31 @@
-//! Assembles the tonic server: services, reflection, limits, per-request spans.
+//! Assembles the gRPC service stack: services, reflection, message limits, wire hygiene and a
+//! span per call. The binary serves it through `citadel-conn`, with the connection limits every
+//! listener shares.
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc};
 
+use bytes::Bytes;
 use citadel_embeddings::EmbeddingCore;
 use citadel_proto::v1::{
     embedding_service_server::EmbeddingServiceServer,
     workflow_service_server::WorkflowServiceServer,
 };
-use tonic::transport::{Server, server::Router};
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use tonic::service::Routes;
 use tonic_health::pb::health_server::{Health, HealthServer};
-use tower::layer::util::{Identity, Stack};
+use tower::{Service, ServiceBuilder};
 use tower_http::{
     classify::{GrpcCode, GrpcErrorsAsFailures, SharedClassifier},
     trace::{DefaultOnFailure, DefaultOnResponse, MakeSpan, TraceLayer},
 };
 use tracing::Level;
 
-use crate::{EmbeddingApi, WorkflowApi};
-
-/// The assembled server, ready for `serve_with_incoming_shutdown`.
-pub type GrpcRouter = Router<Stack<Trace, Identity>>;
+use crate::{
+    EmbeddingApi, WorkflowApi,
+    hygiene::{HygieneLayer, UnaryMethods},
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcSettings {
@@ -27,14 +33,35 @@ pub struct GrpcSettings {
     pub max_message_bytes: usize,
 }
 
-/// The gRPC router: EmbeddingService, WorkflowService, Health, and reflection (v1 and v1alpha, for grpcurl and
-/// older clients) listing only the public services.
-pub fn router(
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot read the services' descriptors: {0}")]
+    Descriptors(#[from] prost::DecodeError),
+}
+
+/// The gRPC services as one tower service: EmbeddingService, WorkflowService, Health, and
+/// reflection (v1 and v1alpha, for grpcurl and older clients) listing only the public
+/// services, behind the wire hygiene layer and a span per call.
+pub fn service(
     core: Arc<EmbeddingCore>,
     workflows: WorkflowApi,
     health: HealthServer<impl Health>,
     settings: GrpcSettings,
-) -> Result<GrpcRouter, tonic_reflection::server::Error> {
+) -> Result<
+    impl Service<
+        Request<Incoming>,
+        Response = Response<
+            impl Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
+        >,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static,
+    ServerError,
+> {
     let embeddings = EmbeddingServiceServer::new(EmbeddingApi::new(core))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
@@ -46,14 +73,28 @@ pub fn router(
             .register_encoded_file_descriptor_set(citadel_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    Ok(Server::builder()
-        .layer(trace_layer())
-        .add_service(health)
+    let unary = UnaryMethods::from_descriptor_sets(&[
+        citadel_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ])?;
+    let routes = Routes::new(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(embeddings)
-        .add_service(workflows))
+        .add_service(workflows)
+        .prepare();
+    // The pipeline, outermost first. No tonic `Server`: its timeout layer answers an expired
+    // `grpc-timeout` with CANCELLED, where the handlers' own deadline answers
+    // DEADLINE_EXCEEDED (deadline.rs).
+    Ok(ServiceBuilder::new()
+        // A span per call, carrying the caller's request id.
+        .layer(trace_layer())
+        // Content type, one message per unary call, bounded status messages.
+        .layer(HygieneLayer::new(unary))
+        .service(routes))
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every log line of a gRPC call carries the caller's `x-request-id` (the REST edge always
 /// sends one) and the method.

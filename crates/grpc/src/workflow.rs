@@ -104,6 +104,7 @@ impl WorkflowService for WorkflowApi {
             } else {
                 r.page_size
             }),
+            max_bytes: self.defaults.list_page_max_bytes,
             page_token: Some(r.page_token).filter(|t| !t.is_empty()),
         };
         let page = self.store.list(&filter).await.map_err(store_status)?;

@@ -122,6 +122,10 @@ pub(crate) fn event(e: &WorkflowEvent) -> v1::WorkflowEvent {
 pub struct SubmitDefaults {
     pub time_limit_ms: u64,
     pub retry: RetryPolicy,
+    /// Largest `params`, in bytes of JSON.
+    pub max_params_bytes: usize,
+    /// Most bytes of workflows in one List page.
+    pub list_page_max_bytes: usize,
 }
 
 const MAX_TIME_LIMIT_MS: u64 = 7 * 24 * 3_600_000;
@@ -180,6 +184,16 @@ pub(crate) fn new_workflow(
         || serde_json::Value::Object(serde_json::Map::new()),
         json::from_struct,
     );
+    // Stored, listed and sent with every Get: one submit must not grow the table without bound.
+    let size = serde_json::to_vec(&params).map_or(usize::MAX, |json| json.len());
+    if size > defaults.max_params_bytes {
+        let m = format!(
+            "is {size} bytes of JSON; this server takes at most {} (workflows.max_params_bytes): \
+             pass large inputs as a file (`input_file`)",
+            defaults.max_params_bytes
+        );
+        return Err(invalid("params", m));
+    }
     Ok(NewWorkflow {
         kind: r.kind,
         params,

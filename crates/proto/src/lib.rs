@@ -7,6 +7,7 @@
 //! the one exception is `json`, protobuf's own JSON mapping of `Struct`, which both edges and the
 //! workflow store share.
 
+pub mod codec;
 pub mod json;
 
 pub mod v1 {

@@ -91,6 +91,9 @@ pub struct ListFilter {
     pub states: Vec<State>,
     pub kind: Option<String>,
     pub page_size: u64,
+    /// Most bytes of stored text (params, error, progress) in one page; the page ends early
+    /// past it, but always holds at least one workflow.
+    pub max_bytes: usize,
     /// Opaque cursor from the previous page.
     pub page_token: Option<String>,
 }

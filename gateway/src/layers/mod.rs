@@ -2,4 +2,6 @@
 
 pub mod cors;
 pub mod http_metrics;
+pub mod request_body;
+pub mod sanitize;
 pub mod trace;

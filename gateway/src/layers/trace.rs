@@ -4,7 +4,7 @@
 use axum::extract::Request;
 use citadel_proto::metadata::REQUEST_ID;
 use tower_http::{
-    classify::{ServerErrorsAsFailures, SharedClassifier},
+    classify::{SharedClassifier, StatusInRangeAsFailures},
     trace::{DefaultOnResponse, MakeSpan, TraceLayer},
 };
 use tracing::{Level, Span};
@@ -19,16 +19,23 @@ impl<B> MakeSpan<B> for RequestSpan {
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("http", request_id = %id, method = %request.method(), path = %request.uri().path())
+        let path = request.uri().path();
+        // Paths are bounded at the edge (8 KB), but a log line needs far less.
+        let path = path.get(..MAX_LOGGED_PATH).unwrap_or(path);
+        tracing::info_span!("http", request_id = %id, method = %request.method(), path = %path)
     }
 }
 
-pub type Layer =
-    TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan, (), DefaultOnResponse>;
+const MAX_LOGGED_PATH: usize = 256;
 
-/// Logs each response at INFO with its status and latency, inside the request's span.
+pub type Layer =
+    TraceLayer<SharedClassifier<StatusInRangeAsFailures>, RequestSpan, (), DefaultOnResponse>;
+
+/// Logs each response at INFO with its status and latency, inside the request's span. Only
+/// 500, 501 and 502 (a fault here or an unusable upstream answer) are logged as errors; 503
+/// while models load or upstreams are down, 504 and 505 are answers working as designed.
 pub fn layer() -> Layer {
-    TraceLayer::new_for_http()
+    TraceLayer::new(StatusInRangeAsFailures::new(500..=502).into_make_classifier())
         .make_span_with(RequestSpan)
         .on_request(())
         .on_response(DefaultOnResponse::new().level(Level::INFO))

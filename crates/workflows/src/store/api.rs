@@ -14,7 +14,7 @@ use crate::{ListFilter, NewWorkflow, Page, State, Workflow, now_us};
 /// What `cancel` did.
 #[derive(Debug, Clone)]
 pub enum CancelOutcome {
-    /// It had not started (or was already cancelled): it is CANCELLED now.
+    /// It had not started: it is CANCELLED now.
     Cancelled(Workflow),
     /// It is running: its worker has been asked to stop and will record CANCELLED.
     Requested(Workflow),
@@ -111,8 +111,14 @@ impl Store {
             .limit(filter.page_size + 1)
             .all(&self.db)
             .await?;
-        let more = workflows.len() as u64 > filter.page_size;
+        let mut more = workflows.len() as u64 > filter.page_size;
         workflows.truncate(usize::try_from(filter.page_size).unwrap_or(usize::MAX));
+        // Bounded by bytes too, so a few huge rows cannot make a page too big to send.
+        let fits = fitting(&workflows, filter.max_bytes);
+        if fits < workflows.len() {
+            workflows.truncate(fits);
+            more = true;
+        }
         let next_page_token = match workflows.last() {
             Some(last) if more => Some(format!("{}.{}", last.created_us, last.id)),
             _ => None,
@@ -123,8 +129,9 @@ impl Store {
         })
     }
 
-    /// Cancels a queued workflow at once, or asks a running one's worker to stop. Cancelling a
-    /// CANCELLED workflow again is not an error; a finished one is.
+    /// Cancels a queued workflow at once, or asks a running one's worker to stop. A finished
+    /// workflow (SUCCESS, FAILURE or CANCELLED) has nothing left to cancel: a conflict, alike
+    /// for all three. A second cancel of a running one whose cancel is pending returns it.
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, StoreError> {
         known_shape(id)?;
         // The state can move between our reads (a worker claims it): try again, briefly.
@@ -151,11 +158,10 @@ impl Store {
             }
             let current = self.get(id).await?;
             match current.state() {
-                State::Cancelled => return Ok(CancelOutcome::Cancelled(current)),
                 State::Started if current.cancel_requested => {
                     return Ok(CancelOutcome::Requested(current));
                 }
-                s @ (State::Success | State::Failure) => {
+                s @ (State::Success | State::Failure | State::Cancelled) => {
                     return Err(StoreError::Conflict(format!(
                         "workflow {id} has already finished ({}): there is nothing to cancel",
                         s.as_str()
@@ -224,4 +230,19 @@ fn parse_token(token: &str) -> Result<(i64, String), StoreError> {
 
 fn clamp(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// How many of `rows` (in order) fit in `max_bytes` of stored text; at least one.
+fn fitting(rows: &[Workflow], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (i, row) in rows.iter().enumerate() {
+        // The fixed fields of a row, besides its texts.
+        total = total.saturating_add(256 + row.params.len() + row.kind.len());
+        total = total.saturating_add(row.error.as_ref().map_or(0, String::len));
+        total = total.saturating_add(row.progress_message.len());
+        if total > max_bytes {
+            return i.max(1);
+        }
+    }
+    rows.len()
 }
