@@ -171,5 +171,6 @@ fn onnx_settings(name: &str, model: &ModelConfig) -> OnnxModelSettings {
         sessions: model.sessions,
         intra_threads: model.intra_threads,
         max_batch_tokens: model.max_batch_tokens,
+        max_window_tokens: model.max_window_tokens,
     }
 }

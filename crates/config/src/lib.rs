@@ -200,6 +200,9 @@ pub struct ModelConfig {
     pub intra_threads: usize,
     /// `onnx`: most padded tokens in one model run.
     pub max_batch_tokens: usize,
+    /// `onnx`: most tokens sorted together into model runs at once: how much queued work a
+    /// newcomer can find ahead of it. 0: the larger of 4,096 and sessions x max_batch_tokens.
+    pub max_window_tokens: usize,
     /// Inputs waiting or running before requests are refused with 429.
     pub max_queued_inputs: usize,
     /// `ollama` / `openai`: the servers.
@@ -233,6 +236,7 @@ impl Default for ModelConfig {
             sessions: 2,
             intra_threads: 1,
             max_batch_tokens: 256,
+            max_window_tokens: 0,
             max_queued_inputs: 16384,
             endpoints: Vec::new(),
             upstream_model: None,

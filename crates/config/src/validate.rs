@@ -112,6 +112,10 @@ fn model_ok(name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
                     format!("must be at least max_input_tokens ({longest}) so any input fits");
                 return invalid(&key("max_batch_tokens"), &msg);
             }
+            if m.max_window_tokens != 0 && m.max_window_tokens < m.max_batch_tokens {
+                let msg = "must be 0 (automatic) or at least max_batch_tokens";
+                return invalid(&key("max_window_tokens"), msg);
+            }
         }
         BackendKind::Ollama | BackendKind::Openai => {
             if m.endpoints.is_empty() {

@@ -34,6 +34,8 @@ pub struct OnnxModelSettings {
     pub sessions: usize,
     pub intra_threads: usize,
     pub max_batch_tokens: usize,
+    /// Most tokens in one window; 0 picks `BatchSettings::new`'s default.
+    pub max_window_tokens: usize,
 }
 
 struct Loaded {
@@ -130,7 +132,10 @@ fn load(settings: &OnnxModelSettings) -> Result<Loaded, OnnxError> {
     let sessions = (0..settings.sessions)
         .map(|_| ModelSession::load(&graph, settings.intra_threads, dims))
         .collect::<Result<Vec<_>, _>>()?;
-    let batch = BatchSettings::new(settings.max_batch_tokens, sessions.len());
+    let mut batch = BatchSettings::new(settings.max_batch_tokens, sessions.len());
+    if settings.max_window_tokens > 0 {
+        batch.max_window_tokens = settings.max_window_tokens;
+    }
     let batcher = Batcher::start(sessions, batch, &settings.info.name)
         .map_err(|e| OnnxError::Workers(e.to_string()))?;
     Ok(Loaded {
