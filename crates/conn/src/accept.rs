@@ -36,6 +36,35 @@ use crate::{
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What `serve` runs on each connection: a cloneable tower service answering hyper's requests.
+pub trait ConnectionService<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// What such a service answers with.
+pub trait ResponseBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B> ResponseBody for B where
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
 /// Serves `service` on every connection `listener` accepts, under `limits`, until `shutdown`
 /// resolves; then stops accepting, drains the connections and returns once all have closed.
 /// Dropping the returned future aborts every connection.
@@ -46,13 +75,8 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let builder = builder(&limits);
     let limits = Arc::new(limits);
@@ -141,13 +165,8 @@ async fn connection<S, B>(
     mut stopped: watch::Receiver<bool>,
     slot: Slot,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     metrics::opened(limits.name);
     let io = TokioIo::new(TrackedIo::new(stream, state.clone(), limits.refusal_body));
@@ -192,12 +211,10 @@ struct ConnService<S> {
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    // Spelled out: `Response = Response<B>` is what ties `B` to `S` here.
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = Infallible;

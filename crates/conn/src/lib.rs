@@ -19,7 +19,7 @@ mod watchdog;
 
 use std::time::Duration;
 
-pub use accept::serve;
+pub use accept::{ConnectionService, ResponseBody, serve};
 
 /// The limits of one listener.
 #[derive(Debug, Clone)]
