@@ -9,9 +9,9 @@ use axum::{
 };
 use citadel_proto::metadata::{ERROR_PARAM, RETRY_AFTER, UPSTREAM};
 use serde_json::json;
+use tonic::{Code, Status};
 
 use crate::layers::request_body::BodyTimeout;
-use tonic::{Code, Status};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -97,7 +97,7 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
             .layer(layers::cors::layer(&settings.cors_allowed_origins))
             // A declared oversize body is refused before any of it is read; a body must
             // arrive within a total deadline, without long pauses.
-            .layer(layers::request_body::RequestBodyLayer::new(
+            .layer(layers::request_body::RequestBody::layer(
                 settings.body_limit_bytes,
                 settings.body_read_timeout,
                 settings.body_idle_timeout,

@@ -121,7 +121,9 @@ async fn closed_for_write_timeout(server: &Server, n: u64) {
 
 #[tokio::test]
 async fn an_http2_client_with_a_closed_window_is_cut_off() {
-    let server = Server::with_config("[http.connections]\nwrite_timeout_ms = 1000\n");
+    // PINGs every 200 ms keep the socket busy: they must not count as the client reading.
+    let config = "[http.connections]\nwrite_timeout_ms = 1000\nkeepalive_interval_ms = 200\n";
+    let server = Server::with_config(config);
     let (status, _, _) = embed_raw(&server, &big_request()).await;
     assert_eq!(status, 200);
     let before = rss(server.pid());

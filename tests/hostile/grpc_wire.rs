@@ -105,6 +105,14 @@ async fn malformed_calls_get_the_codes_the_spec_names() {
         two.message
     );
 
+    let none = call(&server, &[GRPC], Vec::new()).await;
+    assert_eq!(none.code, Some(Code::InvalidArgument as i32), "{}", none.message);
+
+    let mut cut = frame(&embed_message());
+    cut.truncate(cut.len() - 3);
+    let short = call(&server, &[GRPC], cut).await;
+    assert_eq!(short.code, Some(Code::InvalidArgument as i32), "{}", short.message);
+
     let json = call(
         &server,
         &[("content-type", "application/json")],

@@ -9,7 +9,10 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -41,35 +44,36 @@ pub struct TrackedBody<B> {
     inner: B,
     /// What is left of a big data frame.
     rest: Bytes,
-    /// A frame was handed out and hyper has not asked for the next one yet.
-    awaiting: bool,
+    /// Since when a frame handed out has not been followed by hyper asking for the next; 0
+    /// while the body waits on its own source.
+    awaiting_since: Arc<AtomicU64>,
     in_flight: Option<InFlight>,
 }
 
 impl<B> TrackedBody<B> {
     pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
+        let state = &in_flight.0;
+        let awaiting_since = state.body_clock();
         // Until hyper polls it, the body waits on the client's side of the connection.
-        in_flight.0.body_awaits_client();
+        awaiting_since.store(state.now_ms(), Relaxed);
         TrackedBody {
             inner,
             rest: Bytes::new(),
-            awaiting: true,
+            awaiting_since,
             in_flight: Some(in_flight),
         }
     }
 
-    fn taken(&mut self) {
-        if std::mem::take(&mut self.awaiting)
-            && let Some(in_flight) = &self.in_flight
-        {
-            in_flight.0.body_taken();
+    /// hyper asked for more: whatever was handed out has been taken.
+    fn taken(&self) {
+        if self.awaiting_since.load(Relaxed) != 0 {
+            self.awaiting_since.store(0, Relaxed);
         }
     }
 
-    fn hand_out(&mut self) {
+    fn hand_out(&self) {
         if let Some(in_flight) = &self.in_flight {
-            in_flight.0.body_awaits_client();
-            self.awaiting = true;
+            self.awaiting_since.store(in_flight.0.now_ms(), Relaxed);
         }
     }
 
@@ -84,12 +88,6 @@ impl<B> TrackedBody<B> {
             self.rest = data.split_off(MAX_FRAME);
         }
         data
-    }
-}
-
-impl<B> Drop for TrackedBody<B> {
-    fn drop(&mut self) {
-        self.taken();
     }
 }
 

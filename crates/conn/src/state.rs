@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     time::Instant,
@@ -35,10 +35,11 @@ pub(crate) struct ConnState {
     started: AtomicU64,
     /// When `active` last went to 0.
     idle_since_ms: AtomicU64,
-    /// Response bodies holding data hyper has not asked for yet: the client is behind.
-    awaiting_client: AtomicUsize,
-    /// Last time hyper took data from a response body or wrote to the socket.
-    last_progress_ms: AtomicU64,
+    /// Each open response body's clock: since when it has held data hyper has not asked for
+    /// (the client is behind on that stream), 0 while it waits on its own source. One clock
+    /// per body, so a client reading one HTTP/2 stream cannot hide others it has stalled, and
+    /// PINGs written on the socket are no progress.
+    bodies: Mutex<Vec<Weak<AtomicU64>>>,
     /// When a socket write started to wait for the client (0: not waiting).
     write_blocked_since_ms: AtomicU64,
     bytes_read: AtomicU64,
@@ -56,8 +57,7 @@ impl ConnState {
             active: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(now),
-            awaiting_client: AtomicUsize::new(0),
-            last_progress_ms: AtomicU64::new(now),
+            bodies: Mutex::new(Vec::new()),
             write_blocked_since_ms: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
             evicted: Notify::new(),
@@ -102,17 +102,17 @@ impl ConnState {
         self.idle_since().filter(|_| !self.evicting.load(Relaxed))
     }
 
-    pub(crate) fn body_awaits_client(&self) {
-        self.awaiting_client.fetch_add(1, Relaxed);
+    /// A clock for a new response body, watched until the body is dropped.
+    pub(crate) fn body_clock(&self) -> Arc<AtomicU64> {
+        let clock = Arc::new(AtomicU64::new(0));
+        let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
+        bodies.retain(|body| body.strong_count() > 0);
+        bodies.push(Arc::downgrade(&clock));
+        clock
     }
 
-    pub(crate) fn body_taken(&self) {
-        self.awaiting_client.fetch_sub(1, Relaxed);
-        self.progress();
-    }
-
-    pub(crate) fn progress(&self) {
-        self.last_progress_ms.store(self.clock.now_ms(), Relaxed);
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     pub(crate) fn read(&self, bytes: usize) {
@@ -134,18 +134,19 @@ impl ConnState {
         if self.write_blocked_since_ms.load(Relaxed) != 0 {
             self.write_blocked_since_ms.store(0, Relaxed);
         }
-        self.progress();
     }
 
-    /// Since when the client has stopped taking what is being sent, if it has.
+    /// Since when the client has stopped taking what is being sent, if it has: the socket
+    /// refusing writes, or the response body that has waited longest for hyper to take more.
     pub(crate) fn stalled_since(&self) -> Option<u64> {
         let blocked = self.write_blocked_since_ms.load(Relaxed);
-        let waiting =
-            (self.awaiting_client.load(Relaxed) > 0).then(|| self.last_progress_ms.load(Relaxed));
-        match (blocked, waiting) {
-            (0, waiting) => waiting,
-            (blocked, Some(waiting)) => Some(blocked.min(waiting)),
-            (blocked, None) => Some(blocked),
-        }
+        let bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
+        bodies
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|clock| clock.load(Relaxed))
+            .chain(std::iter::once(blocked))
+            .filter(|&since| since != 0)
+            .min()
     }
 }

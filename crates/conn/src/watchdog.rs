@@ -32,8 +32,13 @@ pub(crate) async fn watch(
         }
         tokio::select! {
             () = sleep(tick) => {}
-            // Chosen for having nothing in flight: nothing to drain.
-            () = state.evicted.notified() => return Verdict::Close("evicted"),
+            // Chosen for having nothing in flight; one that started a request since drains it.
+            () = state.evicted.notified() => {
+                return match state.active() {
+                    0 => Verdict::Close("evicted"),
+                    _ => Verdict::Drain("evicted"),
+                };
+            }
             changed = stop.changed() => {
                 // A dropped sender means the server is gone: stop as for shutdown.
                 if changed.is_err() {
@@ -69,8 +74,8 @@ fn check(state: &ConnState, limits: &Limits) -> Option<Verdict> {
     if stalled_too_long(state, limits, now) {
         return Some(Verdict::Close("write_timeout"));
     }
-    // hyper times a request head once it has bytes to parse; a connection that never sends
-    // even the start of one (or of the HTTP/2 preface) is timed here.
+    // hyper times a request head once its HTTP/1 connection waits for one; a connection that
+    // never sends enough to tell HTTP/1 from HTTP/2 never gets that far, so it is timed here.
     let silent = !state.ever_started() && state.bytes_read() < PREFACE_BYTES;
     if silent && elapsed(state.accepted_ms, now) > limits.header_read_timeout {
         return Some(Verdict::Close("header_timeout"));

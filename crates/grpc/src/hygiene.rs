@@ -57,12 +57,6 @@ pub struct HygieneLayer {
     unary: UnaryMethods,
 }
 
-impl HygieneLayer {
-    pub fn new(unary: UnaryMethods) -> Self {
-        HygieneLayer { unary }
-    }
-}
-
 impl<S> Layer<S> for HygieneLayer {
     type Service = Hygiene<S>;
 
@@ -81,6 +75,12 @@ pub struct Hygiene<S> {
 }
 
 // === impl Hygiene ===
+
+impl Hygiene<()> {
+    pub fn layer(unary: UnaryMethods) -> HygieneLayer {
+        HygieneLayer { unary }
+    }
+}
 
 type Respond<F, R, E> = futures_util::future::Either<F, std::future::Ready<Result<R, E>>>;
 
@@ -200,16 +200,20 @@ impl<B: Body + Unpin> Body for BoundedStatus<B> {
     }
 }
 
-/// A request body that fails with INVALID_ARGUMENT when a unary call's second message
-/// begins, by reading gRPC's length-prefixed framing (a flag byte, a 4-byte length).
+/// A request body that reads gRPC's length-prefixed framing (a flag byte, a 4-byte length) as
+/// it passes, and fails with INVALID_ARGUMENT where tonic would answer INTERNAL or nothing:
+/// a second message on a unary call, a unary call with none, a flag byte other than 0 or 1,
+/// a body that ends inside a message.
 pub struct OneMessage<B> {
     inner: B,
     unary: bool,
-    /// Bytes of the current message's prefix still to read, and the prefix so far.
+    /// The current message's prefix so far, and how many of its 5 bytes have come.
     prefix: ([u8; 5], usize),
     /// Bytes of the current message's payload still to come.
     payload_left: u64,
     messages: u32,
+    /// The end has been reached (and checked).
+    ended: bool,
 }
 
 impl<B> OneMessage<B> {
@@ -220,11 +224,12 @@ impl<B> OneMessage<B> {
             prefix: ([0; 5], 0),
             payload_left: 0,
             messages: 0,
+            ended: false,
         }
     }
 
-    /// Follows the framing through `data`; false when a second message starts.
-    fn follow(&mut self, mut data: &[u8]) -> bool {
+    /// Follows the framing through `data`.
+    fn follow(&mut self, mut data: &[u8]) -> Result<(), &'static str> {
         while !data.is_empty() {
             if self.payload_left > 0 {
                 let n = usize::try_from(self.payload_left)
@@ -237,21 +242,37 @@ impl<B> OneMessage<B> {
             let (prefix, filled) = &mut self.prefix;
             if *filled == 0 {
                 self.messages += 1;
-                if self.messages > 1 {
-                    return false;
+                if self.unary && self.messages > 1 {
+                    return Err(
+                        "this method takes exactly one request message; the call carried more",
+                    );
                 }
             }
             let n = (5 - *filled).min(data.len());
             prefix[*filled..*filled + n].copy_from_slice(&data[..n]);
             *filled += n;
             data = &data[n..];
+            if prefix[0] > 1 {
+                return Err("a gRPC message's flag byte must be 0 or 1 (compressed)");
+            }
             if *filled == 5 {
                 let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
                 self.payload_left = u64::from(length);
                 *filled = 0;
             }
         }
-        true
+        Ok(())
+    }
+
+    /// The body is complete: was it whole?
+    fn end(&self) -> Result<(), &'static str> {
+        if self.prefix.1 > 0 || self.payload_left > 0 {
+            return Err("the request ended inside a message");
+        }
+        if self.unary && self.messages == 0 {
+            return Err("this method takes exactly one request message; the call carried none");
+        }
+        Ok(())
     }
 }
 
@@ -267,25 +288,30 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let refused =
+            |message: &'static str| -> Self::Error { Box::new(Status::invalid_argument(message)) };
+        if self.ended {
+            return Poll::Ready(None);
+        }
         let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-            None => return Poll::Ready(None),
+            None => {
+                self.ended = true;
+                return Poll::Ready(self.end().err().map(|m| Err(refused(m))));
+            }
         };
-        if self.unary
-            && let Some(data) = frame.data_ref()
-            && !self.follow(data.chunk())
+        if let Some(data) = frame.data_ref()
+            && let Err(message) = self.follow(data.chunk())
         {
-            let status = Status::invalid_argument(
-                "this method takes exactly one request message; the call carried more",
-            );
-            return Poll::Ready(Some(Err(Box::new(status))));
+            return Poll::Ready(Some(Err(refused(message))));
         }
         Poll::Ready(Some(Ok(frame)))
     }
 
+    /// Only once the end has been seen and checked, so the check always runs.
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -309,17 +335,29 @@ mod tests {
         let one = frame(b"hello world");
         for cut in 0..one.len() {
             let mut body = OneMessage::new((), true);
+            assert!(body.follow(&one[..cut]).is_ok(), "cut at {cut}");
+            assert!(body.end().is_err(), "not yet whole at cut {cut}");
             assert!(
-                body.follow(&one[..cut]) && body.follow(&one[cut..]),
+                body.follow(&one[cut..]).is_ok() && body.end().is_ok(),
                 "cut at {cut}"
             );
         }
         let two = [frame(b"a"), frame(b"")].concat();
         for cut in 0..two.len() {
             let mut body = OneMessage::new((), true);
-            let ok = body.follow(&two[..cut]) && body.follow(&two[cut..]);
+            let ok = body.follow(&two[..cut]).is_ok() && body.follow(&two[cut..]).is_ok();
             assert!(!ok, "cut at {cut}");
         }
+        assert!(
+            OneMessage::new((), true).end().is_err(),
+            "no message at all"
+        );
+        assert!(
+            OneMessage::new((), false).end().is_ok(),
+            "a stream may carry none"
+        );
+        let mut flagged = OneMessage::new((), false);
+        assert!(flagged.follow(&[7, 0, 0, 0, 0]).is_err(), "flag byte 7");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tracing::Level;
 
 use crate::{
     EmbeddingApi, WorkflowApi,
-    hygiene::{HygieneLayer, UnaryMethods},
+    hygiene::{Hygiene, UnaryMethods},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +90,7 @@ pub fn service(
         // A span per call, carrying the caller's request id.
         .layer(trace_layer())
         // Content type, one message per unary call, bounded status messages.
-        .layer(HygieneLayer::new(unary))
+        .layer(Hygiene::layer(unary))
         .service(routes))
 }
 
@@ -103,8 +103,13 @@ pub struct RequestSpan;
 
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        // Direct gRPC callers are not sanitised by the REST edge: a long or binary id is not
+        // logged.
         let header = request.headers().get(citadel_proto::metadata::REQUEST_ID);
-        let request_id = header.and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let request_id = header
+            .filter(|v| citadel_proto::metadata::acceptable_request_id(v.as_bytes()))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
         tracing::info_span!("grpc", request_id = %request_id, method = %request.uri().path())
     }
 }

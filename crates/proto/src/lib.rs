@@ -23,6 +23,14 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod metadata {
     /// Correlates one request across the REST edge, the mesh and the logs.
     pub const REQUEST_ID: &str = "x-request-id";
+    /// Longest request id either edge accepts from a caller.
+    pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+    /// A caller's request id is kept (logged, echoed, forwarded) only when it is 1 to 128
+    /// visible ASCII characters: a 64 KB one once broke the edge's channel to the mesh.
+    pub fn acceptable_request_id(id: &[u8]) -> bool {
+        (1..=MAX_REQUEST_ID_BYTES).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
+    }
     /// Trailer of an INVALID_ARGUMENT naming the offending request field.
     pub const ERROR_PARAM: &str = "x-citadel-error-param";
     /// Trailer of a RESOURCE_EXHAUSTED or UNAVAILABLE: seconds to wait before retrying.

@@ -60,12 +60,6 @@ pub struct RequestBodyLayer {
     idle: Duration,
 }
 
-impl RequestBodyLayer {
-    pub fn new(limit: usize, total: Duration, idle: Duration) -> Self {
-        RequestBodyLayer { limit, total, idle }
-    }
-}
-
 impl<S> Layer<S> for RequestBodyLayer {
     type Service = RequestBody<S>;
 
@@ -84,6 +78,12 @@ pub struct RequestBody<S> {
 }
 
 // === impl RequestBody ===
+
+impl RequestBody<()> {
+    pub fn layer(limit: usize, total: Duration, idle: Duration) -> RequestBodyLayer {
+        RequestBodyLayer { limit, total, idle }
+    }
+}
 
 impl<S> Service<Request> for RequestBody<S>
 where

@@ -5,16 +5,14 @@
 
 use axum::{
     extract::Request,
-    http::{HeaderValue, StatusCode},
+    http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use citadel_proto::metadata::REQUEST_ID;
+use citadel_proto::metadata::{REQUEST_ID, acceptable_request_id};
 
 use crate::error::{ApiError, INVALID};
 
-/// Longest caller-supplied request id kept.
-pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Longest path and query accepted.
 const MAX_URI_BYTES: usize = 8 * 1024;
 
@@ -33,7 +31,7 @@ pub async fn sanitize(mut request: Request, next: Next) -> Response {
     let headers = request.headers_mut();
     let mut ids = headers.get_all(REQUEST_ID).iter();
     let keep = match (ids.next(), ids.next()) {
-        (Some(id), None) => acceptable_id(id),
+        (Some(id), None) => acceptable_request_id(id.as_bytes()),
         (None, _) => true,
         // Which of several would the logs and the mesh see? None: make a fresh one.
         (Some(_), Some(_)) => false,
@@ -42,10 +40,4 @@ pub async fn sanitize(mut request: Request, next: Next) -> Response {
         headers.remove(REQUEST_ID);
     }
     next.run(request).await
-}
-
-/// 1 to 128 visible ASCII characters.
-fn acceptable_id(id: &HeaderValue) -> bool {
-    let bytes = id.as_bytes();
-    (1..=MAX_REQUEST_ID_BYTES).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
 }
