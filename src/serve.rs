@@ -158,6 +158,7 @@ fn start_grpc(
 ) -> anyhow::Result<Running> {
     let settings = GrpcSettings {
         max_message_bytes: config.grpc.max_message_bytes,
+        request_body_timeout: Duration::from_millis(config.grpc.request_body_timeout_ms),
     };
     let service = citadel_grpc::service(core, workflows, health, settings)?;
     let limits = connection_limits("grpc", &config.grpc.connections, config, true);

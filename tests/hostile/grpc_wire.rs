@@ -106,12 +106,22 @@ async fn malformed_calls_get_the_codes_the_spec_names() {
     );
 
     let none = call(&server, &[GRPC], Vec::new()).await;
-    assert_eq!(none.code, Some(Code::InvalidArgument as i32), "{}", none.message);
+    assert_eq!(
+        none.code,
+        Some(Code::InvalidArgument as i32),
+        "{}",
+        none.message
+    );
 
     let mut cut = frame(&embed_message());
     cut.truncate(cut.len() - 3);
     let short = call(&server, &[GRPC], cut).await;
-    assert_eq!(short.code, Some(Code::InvalidArgument as i32), "{}", short.message);
+    assert_eq!(
+        short.code,
+        Some(Code::InvalidArgument as i32),
+        "{}",
+        short.message
+    );
 
     let json = call(
         &server,
@@ -137,7 +147,9 @@ async fn malformed_calls_get_the_codes_the_spec_names() {
 
 #[tokio::test]
 async fn long_values_keep_their_code_and_the_stream_cap_is_set() {
-    let server = Server::with_config("[grpc.connections]\nmax_concurrent_streams = 77\n");
+    let server = Server::with_config(
+        "[grpc]\nrequest_body_timeout_ms = 500\n[grpc.connections]\nmax_concurrent_streams = 77\n",
+    );
     let channel = tonic::transport::Endpoint::from_shared(server.grpc.clone())
         .unwrap()
         .connect()
@@ -183,4 +195,35 @@ async fn long_values_keep_their_code_and_the_stream_cap_is_set() {
         _ = &mut connection => panic!("connection ended"),
     }
     assert_eq!(connection.max_concurrent_send_streams(), 77);
+    tokio::spawn(connection);
+
+    // A unary call whose body never ends does not hold its stream (or connection) forever.
+    let unfinished =
+        http::Request::post(format!("{}/citadel.v1.EmbeddingService/Embed", server.grpc))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+    let mut client = client.ready().await.unwrap();
+    let (response, mut send) = client.send_request(unfinished, false).unwrap();
+    let mut partial = frame(&embed_message());
+    partial.truncate(4);
+    send.send_data(Bytes::from(partial), false).unwrap();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), response)
+        .await
+        .expect("an answer before the client sends the rest")
+        .unwrap();
+    let code = match response.headers().get("grpc-status") {
+        Some(code) => code.to_str().unwrap().to_string(),
+        None => {
+            let mut body = response.into_body();
+            while body.data().await.is_some() {}
+            let trailers = body.trailers().await.unwrap().unwrap();
+            trailers["grpc-status"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(code, (Code::DeadlineExceeded as i32).to_string());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    drop(send);
 }

@@ -96,6 +96,8 @@ pub struct GrpcConfig {
     pub upstream: String,
     /// Largest gRPC message, either direction.
     pub max_message_bytes: usize,
+    /// Time for a unary call's request message to arrive (DEADLINE_EXCEEDED past it).
+    pub request_body_timeout_ms: u64,
     /// What one client's connections may hold.
     pub connections: ConnectionsConfig,
 }

@@ -13,6 +13,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     positive("shutdown.drain_grace_ms", cfg.shutdown.drain_grace_ms)?;
     positive("grpc.max_message_bytes", cfg.grpc.max_message_bytes as u64)?;
     positive(
+        "grpc.request_body_timeout_ms",
+        cfg.grpc.request_body_timeout_ms,
+    )?;
+    positive(
         "embeddings.max_inputs_per_request",
         cfg.embeddings.max_inputs_per_request as u64,
     )?;

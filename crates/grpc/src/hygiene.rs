@@ -2,7 +2,9 @@
 //! - a request whose `content-type` is not `application/grpc…` gets HTTP 415 (the gRPC spec's
 //!   answer) with INVALID_ARGUMENT for gRPC clients;
 //! - a unary or server-streaming call carrying a second request message fails with
-//!   INVALID_ARGUMENT instead of having the extra messages ignored;
+//!   INVALID_ARGUMENT instead of having the extra messages ignored, and its one message must
+//!   arrive within a deadline (DEADLINE_EXCEEDED), so a call whose body never ends cannot hold
+//!   its connection forever;
 //! - a `grpc-message` longer than `MAX_MESSAGE_BYTES` is cut, so no status can outgrow a
 //!   client's header limit (which turns it into RESOURCE_EXHAUSTED, or breaks the connection).
 
@@ -11,12 +13,14 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use prost::Message;
+use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
@@ -55,6 +59,7 @@ impl UnaryMethods {
 #[derive(Clone)]
 pub struct HygieneLayer {
     unary: UnaryMethods,
+    body_timeout: Duration,
 }
 
 impl<S> Layer<S> for HygieneLayer {
@@ -64,6 +69,7 @@ impl<S> Layer<S> for HygieneLayer {
         Hygiene {
             inner,
             unary: self.unary.clone(),
+            body_timeout: self.body_timeout,
         }
     }
 }
@@ -72,13 +78,18 @@ impl<S> Layer<S> for HygieneLayer {
 pub struct Hygiene<S> {
     inner: S,
     unary: UnaryMethods,
+    body_timeout: Duration,
 }
 
 // === impl Hygiene ===
 
 impl Hygiene<()> {
-    pub fn layer(unary: UnaryMethods) -> HygieneLayer {
-        HygieneLayer { unary }
+    /// `body_timeout`: how long a unary call's request message may take to arrive.
+    pub fn layer(unary: UnaryMethods, body_timeout: Duration) -> HygieneLayer {
+        HygieneLayer {
+            unary,
+            body_timeout,
+        }
     }
 }
 
@@ -107,7 +118,8 @@ where
             return Either::Right(std::future::ready(Ok(unsupported_media_type()))).map_ok(bound);
         }
         let unary = self.unary.0.contains(request.uri().path());
-        let request = request.map(|body| OneMessage::new(body, unary));
+        let deadline = unary.then(|| Instant::now() + self.body_timeout);
+        let request = request.map(|body| OneMessage::new(body, deadline));
         Either::Left(self.inner.call(request)).map_ok(bound)
     }
 }
@@ -207,6 +219,9 @@ impl<B: Body + Unpin> Body for BoundedStatus<B> {
 pub struct OneMessage<B> {
     inner: B,
     unary: bool,
+    /// Unary calls: when the message must have arrived, and its timer once the body waits.
+    deadline: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
     /// The current message's prefix so far, and how many of its 5 bytes have come.
     prefix: ([u8; 5], usize),
     /// Bytes of the current message's payload still to come.
@@ -217,10 +232,13 @@ pub struct OneMessage<B> {
 }
 
 impl<B> OneMessage<B> {
-    fn new(inner: B, unary: bool) -> Self {
+    /// A unary call's body when `deadline` is set.
+    fn new(inner: B, deadline: Option<Instant>) -> Self {
         OneMessage {
             inner,
-            unary,
+            unary: deadline.is_some(),
+            deadline,
+            timer: None,
             prefix: ([0; 5], 0),
             payload_left: 0,
             messages: 0,
@@ -293,7 +311,21 @@ where
         if self.ended {
             return Poll::Ready(None);
         }
-        let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending()
+            && let Some(deadline) = self.deadline
+        {
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+            ready!(timer.as_mut().poll(cx));
+            self.ended = true;
+            let status = Status::deadline_exceeded(
+                "the request message did not arrive in time (grpc.request_body_timeout_ms)",
+            );
+            return Poll::Ready(Some(Err(Box::new(status))));
+        }
+        let frame = match ready!(polled) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             None => {
@@ -334,7 +366,7 @@ mod tests {
     fn one_message_is_followed_across_any_split_and_a_second_is_caught() {
         let one = frame(b"hello world");
         for cut in 0..one.len() {
-            let mut body = OneMessage::new((), true);
+            let mut body = OneMessage::new((), Some(Instant::now()));
             assert!(body.follow(&one[..cut]).is_ok(), "cut at {cut}");
             assert!(body.end().is_err(), "not yet whole at cut {cut}");
             assert!(
@@ -344,19 +376,19 @@ mod tests {
         }
         let two = [frame(b"a"), frame(b"")].concat();
         for cut in 0..two.len() {
-            let mut body = OneMessage::new((), true);
+            let mut body = OneMessage::new((), Some(Instant::now()));
             let ok = body.follow(&two[..cut]).is_ok() && body.follow(&two[cut..]).is_ok();
             assert!(!ok, "cut at {cut}");
         }
         assert!(
-            OneMessage::new((), true).end().is_err(),
+            OneMessage::new((), Some(Instant::now())).end().is_err(),
             "no message at all"
         );
         assert!(
-            OneMessage::new((), false).end().is_ok(),
+            OneMessage::new((), None).end().is_ok(),
             "a stream may carry none"
         );
-        let mut flagged = OneMessage::new((), false);
+        let mut flagged = OneMessage::new((), None);
         assert!(flagged.follow(&[7, 0, 0, 0, 0]).is_err(), "flag byte 7");
     }
 

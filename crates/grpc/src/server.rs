@@ -31,6 +31,8 @@ use crate::{
 pub struct GrpcSettings {
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
+    /// How long a unary call's request message may take to arrive.
+    pub request_body_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,7 @@ pub fn service(
         // A span per call, carrying the caller's request id.
         .layer(trace_layer())
         // Content type, one message per unary call, bounded status messages.
-        .layer(Hygiene::layer(unary))
+        .layer(Hygiene::layer(unary, settings.request_body_timeout))
         .service(routes))
 }
 
