@@ -80,10 +80,11 @@ async fn a_reader_that_stops_is_cut_off_and_its_memory_is_released() {
     closed_for_write_timeout(&server, 90).await;
     let after_third = rss(server.pid());
     let mb = |b: u64| b / 1_000_000;
-    // glibc keeps freed memory for reuse rather than giving it back at once, so resident
-    // memory plateaus (measured here: 567, 642, 645 MB after each wave) instead of growing.
+    // glibc keeps freed memory for reuse rather than giving it back at once, and how much
+    // it keeps varies (measured here after each wave: 567, 642, 645 MB; 530, 534, 653 MB).
+    // Held answers would add ~270 MB a wave (30 x 9 MB): 540 MB over the last two waves.
     assert!(
-        after_third < after_second + 64_000_000,
+        after_third < after_first + 300_000_000,
         "memory held by closed connections must be released for reuse: {} MB, {} MB, {} MB \
          after each wave",
         mb(after_first),
@@ -119,15 +120,9 @@ async fn closed_for_write_timeout(server: &Server, n: u64) {
     }
 }
 
-#[tokio::test]
-async fn an_http2_client_with_a_closed_window_is_cut_off() {
-    // PINGs every 200 ms keep the socket busy: they must not count as the client reading.
-    let config = "[http.connections]\nwrite_timeout_ms = 1000\nkeepalive_interval_ms = 200\n";
-    let server = Server::with_config(config);
-    let (status, _, _) = embed_raw(&server, &big_request()).await;
-    assert_eq!(status, 200);
-    let before = rss(server.pid());
-
+/// One HTTP/2 connection that never opens its window, asking for the big answer 50 times;
+/// returns once the server has closed it.
+async fn closed_window_wave(server: &Server, closed_so_far: u64) {
     let tcp = tokio::net::TcpStream::connect(addr(&server.http))
         .await
         .unwrap();
@@ -150,15 +145,32 @@ async fn an_http2_client_with_a_closed_window_is_cut_off() {
         send.send_data(body.clone(), true).unwrap();
         responses.push(response);
     }
-    // A connection whose client never opens its window is closed after the write timeout.
-    closed_for_write_timeout(&server, 1).await;
+    // Closed after the write timeout, though its PINGs are answered.
+    closed_for_write_timeout(server, closed_so_far + 1).await;
     let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
     assert!(ended.is_ok(), "the client sees its connection closed");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss(server.pid());
+}
+
+#[tokio::test]
+async fn an_http2_client_with_a_closed_window_is_cut_off() {
+    // PINGs every 200 ms keep the socket busy: they must not count as the client reading.
+    let config = "[http.connections]\nwrite_timeout_ms = 1000\nkeepalive_interval_ms = 200\n";
+    let server = Server::with_config(config);
+    let (status, _, _) = embed_raw(&server, &big_request()).await;
+    assert_eq!(status, 200);
+    let mut after = Vec::new();
+    for wave in 0..3 {
+        closed_window_wave(&server, wave).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        after.push(rss(server.pid()));
+    }
+    // What a wave held is released for the next; glibc keeps some of it for reuse, how much
+    // varies (measured here: 502, 883, 748 MB after each wave). Held answers would add
+    // ~450 MB a wave (50 x 9 MB): 900 MB over the last two waves.
     assert!(
-        after < before + 64_000_000,
-        "memory returns: {before} -> {after}"
+        after[2] < after[0] + 400_000_000,
+        "memory after each wave: {:?} MB",
+        after.iter().map(|b| b / 1_000_000).collect::<Vec<_>>()
     );
 }
 
