@@ -98,8 +98,10 @@ where
             },
         };
         if !registry.admit(&limits) {
+            // Counted, not logged at WARN: a flood would be a log line per connection
+            // (the CitadelConnectionsRefused alert reads the counter).
             metrics::closed(limits.name, "refused");
-            tracing::warn!(
+            tracing::debug!(
                 listener = limits.name,
                 max_connections = limits.max_connections,
                 "connection refused: every connection slot is serving a request"
