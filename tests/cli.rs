@@ -159,6 +159,35 @@ fn bad_configuration_names_the_key() {
         ),
         ("[workflows]\nconcurrency = 0\n", "workflows.concurrency"),
         ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+        (
+            "[http.connections]\nmax_connections = 0\n",
+            "http.connections.max_connections",
+        ),
+        (
+            "[grpc.connections]\nwrite_timeout_ms = 0\n",
+            "grpc.connections.write_timeout_ms",
+        ),
+        ("[grpc.connections]\nmax_streams = 5\n", "max_streams"),
+        (
+            "[grpc]\nrequest_body_timeout_ms = 0\n",
+            "grpc.request_body_timeout_ms",
+        ),
+        (
+            "[http]\nbody_idle_timeout_ms = 0\n",
+            "http.body_idle_timeout_ms",
+        ),
+        (
+            "[shutdown]\ndrain_grace_ms = 0\n",
+            "shutdown.drain_grace_ms",
+        ),
+        (
+            "[workflows]\nmax_params_bytes = 0\n",
+            "workflows.max_params_bytes",
+        ),
+        (
+            "[models.all-minilm]\nmax_window_tokens = 10\n",
+            "models.all-minilm.max_window_tokens",
+        ),
     ];
     for (i, (toml, key)) in cases.iter().enumerate() {
         let file = temp_config(&format!("bad{i}"), toml);

@@ -247,6 +247,46 @@ async fn slowloris_connections_are_closed_and_capped_while_others_are_served() {
 }
 
 #[tokio::test]
+async fn a_newcomer_is_refused_only_when_every_connection_is_serving() {
+    let server = Server::with_config("[http.connections]\nmax_connections = 2\n");
+    // Two connections, each with a request in flight (its body still uploading).
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr(&server.http))
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                  Content-Length: 100\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing is idle to make room: the newcomer is closed at once.
+    let mut newcomer = tokio::net::TcpStream::connect(addr(&server.http))
+        .await
+        .unwrap();
+    let _ = newcomer
+        .write_all(b"GET /health/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert!(
+        closed_within(&mut newcomer, Duration::from_secs(2)).await,
+        "a third connection beyond a cap of 2 busy ones must be refused"
+    );
+    // The busy ones were not touched, and once one is gone, newcomers are served again.
+    for stream in &mut busy {
+        assert!(!closed_within(stream, Duration::from_millis(50)).await);
+    }
+    drop(busy);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = get_json(&server, "/health/").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn shutdown_does_not_wait_for_idle_or_half_sent_connections() {
     let mut server = Server::start();
     let mut held = Vec::new();

@@ -91,7 +91,7 @@ pub fn service(
     Ok(ServiceBuilder::new()
         // A span per call, carrying the caller's request id.
         .layer(trace_layer())
-        // Content type, one message per unary call, bounded status messages.
+        // Content type, one message per unary call (and its deadline), bounded statuses.
         .layer(Hygiene::layer(unary, settings.request_body_timeout))
         .service(routes))
 }
