@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod llm;
 mod server;
 mod wire;
 
@@ -24,6 +25,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+pub use llm::{LlmBehaviour, LlmModelSpec, LlmStandIn, LlmStandInConfig, LlmStats};
 pub use wire::vector;
 
 /// What the stand-in does with the next requests. Replaced whole by `set_behaviour`.
