@@ -6,11 +6,14 @@ use std::{sync::Arc, time::Duration};
 
 use citadel_cache::{CacheSettings, TwoLevelCache};
 
-use citadel_config::{BackendKind, CacheModeConfig, Config, ModelConfig, UpstreamConfig};
+use citadel_config::{
+    BackendKind, CacheModeConfig, Config, EndpointConfig, ModelConfig, UpstreamConfig,
+};
 use citadel_embeddings::{CacheMode, EmbeddingCore, Limits, ModelInfo, ModelOptions};
 use citadel_onnx::{OnnxModel, OnnxModelSettings};
-use citadel_upstream::{
-    BreakerPolicy, ClientPool, EndpointSettings, Protocol, RemoteModel, RemoteSettings, RetryPolicy,
+use citadel_remote_embeddings::{Protocol, RemoteModel, RemoteSettings};
+use citadel_routing::{
+    BreakerPolicy, ClientPool, EndpointSettings, RetryPolicy, RouterSettings, Timeouts,
 };
 
 pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
@@ -20,10 +23,7 @@ pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
     if let Some(cache) = cache(config)? {
         core.set_cache(Arc::new(cache));
     }
-    let clients = ClientPool::new(
-        Duration::from_millis(config.upstream.connect_timeout_ms),
-        config.upstream.pool_max_idle_per_host,
-    );
+    let clients = ClientPool::new(config.upstream.pool_max_idle_per_host);
     for (name, model) in config.models.iter().filter(|(_, m)| m.enabled) {
         match model.backend {
             BackendKind::Onnx => {
@@ -69,14 +69,15 @@ fn remote_settings(name: &str, model: &ModelConfig, upstream: &UpstreamConfig) -
         BackendKind::Ollama => Protocol::Ollama,
         _ => Protocol::OpenAi,
     };
+    let defaults = Timeouts {
+        connect: Duration::from_millis(upstream.connect_timeout_ms),
+        first_byte: Duration::from_millis(upstream.first_byte_timeout_ms),
+        idle: Duration::from_millis(upstream.idle_timeout_ms),
+    };
     let endpoints = model
         .endpoints
         .iter()
-        .map(|e| EndpointSettings {
-            url: e.url.clone(),
-            weight: e.weight,
-            api_key: e.api_key.clone(),
-        })
+        .map(|e| endpoint_settings(e, defaults))
         .collect();
     RemoteSettings {
         info: model_info(name, model),
@@ -85,10 +86,40 @@ fn remote_settings(name: &str, model: &ModelConfig, upstream: &UpstreamConfig) -
             .upstream_model
             .clone()
             .unwrap_or_else(|| name.to_string()),
-        endpoints,
+        router: router_settings(name, endpoints, upstream),
         batch_size: model.batch_size,
         chunk_concurrency: model.chunk_concurrency,
         attempt_timeout: Duration::from_millis(upstream.attempt_timeout_ms),
+        probe_interval: (upstream.probe_interval_ms > 0)
+            .then(|| Duration::from_millis(upstream.probe_interval_ms)),
+    }
+}
+
+/// One upstream server as the routing core takes it; timeouts it leaves out are `defaults`.
+pub(crate) fn endpoint_settings(e: &EndpointConfig, defaults: Timeouts) -> EndpointSettings {
+    let ms = |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
+    EndpointSettings {
+        name: e.name.clone().unwrap_or_default(),
+        url: e.url.clone(),
+        weight: e.weight,
+        api_key: e.api_key.clone(),
+        timeouts: Timeouts {
+            connect: ms(e.connect_timeout_ms, defaults.connect),
+            first_byte: ms(e.first_byte_timeout_ms, defaults.first_byte),
+            idle: ms(e.idle_timeout_ms, defaults.idle),
+        },
+    }
+}
+
+/// The same retry and breaker policy for every router, embedding or LLM.
+pub(crate) fn router_settings(
+    name: &str,
+    endpoints: Vec<EndpointSettings>,
+    upstream: &UpstreamConfig,
+) -> RouterSettings {
+    RouterSettings {
+        name: name.to_string(),
+        endpoints,
         retry: RetryPolicy {
             max_attempts: upstream.retry.max_attempts,
             initial_backoff: Duration::from_millis(upstream.retry.initial_backoff_ms),
@@ -98,8 +129,6 @@ fn remote_settings(name: &str, model: &ModelConfig, upstream: &UpstreamConfig) -
             failure_threshold: upstream.breaker.failure_threshold,
             open_for: Duration::from_millis(upstream.breaker.open_ms),
         },
-        probe_interval: (upstream.probe_interval_ms > 0)
-            .then(|| Duration::from_millis(upstream.probe_interval_ms)),
     }
 }
 

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod llm;
 mod load;
 mod redact;
 mod validate;
@@ -16,6 +17,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use llm::LlmConfig;
 pub use load::{ConfigError, Overrides, load};
 
 /// The whole configuration tree.
@@ -163,16 +165,30 @@ impl BackendKind {
     }
 }
 
-/// One upstream server of a model.
+/// One upstream server: an embedding model's endpoint or an `[[llm.servers]]` entry, with the
+/// same options either way. Timeouts left out come from `[upstream]` (or `[llm]` for LLM
+/// servers).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
+    /// For logs, metrics and health; required for LLM servers.
+    #[serde(default)]
+    pub name: Option<String>,
     pub url: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Bearer key for OpenAI-compatible servers; redacted in `config check`.
     #[serde(default)]
     pub api_key: Option<String>,
+    /// TCP connection set-up.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// From sending a request to the response head.
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Longest pause between two pieces of a response body.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 fn default_weight() -> u32 {
@@ -261,6 +277,10 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// Time one attempt may take (the caller's deadline cuts it shorter).
     pub attempt_timeout_ms: u64,
+    /// Default for endpoints: from sending a request to the response head.
+    pub first_byte_timeout_ms: u64,
+    /// Default for endpoints: longest pause between two pieces of a response body.
+    pub idle_timeout_ms: u64,
     /// Idle keep-alive connections kept per upstream host.
     pub pool_max_idle_per_host: usize,
     pub retry: RetryConfig,
@@ -288,22 +308,6 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     /// How long an open breaker refuses requests before letting one trial through.
     pub open_ms: u64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmConfig {
-    #[serde(default)]
-    pub servers: Vec<LlmServerConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmServerConfig {
-    pub name: String,
-    pub url: String,
-    #[serde(default)]
-    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,7 +1,7 @@
 //! Checks serde cannot express. Each failure names the key, so an operator can fix the file
 //! without reading code.
 
-use crate::{BackendKind, Config, ConfigError, ConnectionsConfig, ModelConfig};
+use crate::{BackendKind, Config, ConfigError, ConnectionsConfig, EndpointConfig, ModelConfig};
 
 pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     positive("http.body_limit_bytes", cfg.http.body_limit_bytes as u64)?;
@@ -46,9 +46,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
             }
         }
     }
-    for (i, server) in cfg.llm.servers.iter().enumerate() {
-        http_url(&format!("llm.servers[{i}].url"), &server.url)?;
-    }
+    llm_ok(cfg)?;
     if let Some(q) = &cfg.qdrant {
         http_url("qdrant.url", &q.url)?;
     }
@@ -130,12 +128,68 @@ fn model_ok(name: &str, m: &ModelConfig) -> Result<(), ConfigError> {
                 return invalid(&key("endpoints"), &msg);
             }
             for (i, e) in m.endpoints.iter().enumerate() {
-                http_url(&format!("models.{name}.endpoints[{i}].url"), &e.url)?;
-                positive(
-                    &format!("models.{name}.endpoints[{i}].weight"),
-                    u64::from(e.weight),
-                )?;
+                endpoint_ok(&format!("models.{name}.endpoints[{i}]"), e)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// One upstream server, wherever it is listed.
+fn endpoint_ok(key: &str, e: &EndpointConfig) -> Result<(), ConfigError> {
+    http_url(&format!("{key}.url"), &e.url)?;
+    positive(&format!("{key}.weight"), u64::from(e.weight))?;
+    let timeouts = [
+        ("connect_timeout_ms", e.connect_timeout_ms),
+        ("first_byte_timeout_ms", e.first_byte_timeout_ms),
+        ("idle_timeout_ms", e.idle_timeout_ms),
+    ];
+    for (field, value) in timeouts {
+        if let Some(ms) = value {
+            positive(&format!("{key}.{field}"), ms)?;
+        }
+    }
+    Ok(())
+}
+
+/// LLM servers need names (unique), and aliases and fallbacks must not loop.
+fn llm_ok(cfg: &Config) -> Result<(), ConfigError> {
+    let llm = &cfg.llm;
+    let mut names = std::collections::HashSet::new();
+    for (i, server) in llm.servers.iter().enumerate() {
+        let key = format!("llm.servers[{i}]");
+        endpoint_ok(&key, server)?;
+        match server.name.as_deref() {
+            None | Some("") => {
+                return invalid(&format!("{key}.name"), "every LLM server needs a name");
+            }
+            Some(name) if !names.insert(name) => {
+                let msg = format!("`{name}` names two servers");
+                return invalid(&format!("{key}.name"), &msg);
+            }
+            Some(_) => {}
+        }
+    }
+    positive("llm.discovery_interval_ms", llm.discovery_interval_ms)?;
+    positive("llm.ttft_timeout_ms", llm.ttft_timeout_ms)?;
+    positive("llm.stream_idle_timeout_ms", llm.stream_idle_timeout_ms)?;
+    positive("llm.request_timeout_ms", llm.request_timeout_ms)?;
+    if llm.ttft_timeout_ms > llm.request_timeout_ms {
+        return invalid(
+            "llm.ttft_timeout_ms",
+            "must not exceed llm.request_timeout_ms",
+        );
+    }
+    for (alias, target) in &llm.aliases {
+        if llm.aliases.contains_key(target) {
+            let msg = format!("`{target}` is itself an alias: point `{alias}` at a served model");
+            return invalid(&format!("llm.aliases.{alias}"), &msg);
+        }
+    }
+    for (model, chain) in &llm.fallbacks {
+        if chain.iter().any(|m| m == model) {
+            let msg = "a model cannot be its own fallback";
+            return invalid(&format!("llm.fallbacks.{model}"), msg);
         }
     }
     Ok(())
@@ -145,6 +199,8 @@ fn upstream_ok(cfg: &Config) -> Result<(), ConfigError> {
     let u = &cfg.upstream;
     positive("upstream.connect_timeout_ms", u.connect_timeout_ms)?;
     positive("upstream.attempt_timeout_ms", u.attempt_timeout_ms)?;
+    positive("upstream.first_byte_timeout_ms", u.first_byte_timeout_ms)?;
+    positive("upstream.idle_timeout_ms", u.idle_timeout_ms)?;
     positive(
         "upstream.retry.max_attempts",
         u64::from(u.retry.max_attempts),

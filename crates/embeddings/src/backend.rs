@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use tokio::{sync::watch, time::Instant};
 
 use crate::EmbedError;
+pub use citadel_routing::{BreakerState, EndpointView, ModelState};
 
 /// Static facts about a model.
 #[derive(Debug, Clone)]
@@ -20,38 +21,6 @@ pub struct ModelInfo {
     /// What makes this model's vectors what they are (backend, upstream model or graph
     /// digest, revision): part of every cache key, so a changed model never serves old vectors.
     pub identity: String,
-}
-
-/// Where a model is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelState {
-    Loading,
-    Ready,
-    /// Could not load; permanent until restarted.
-    Failed(String),
-    /// Configured, but none of its upstream servers can answer now; recovers by itself.
-    Unavailable(String),
-}
-
-/// A remote model's circuit breaker for one endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-/// One upstream server of a remote model, as its router sees it now.
-#[derive(Debug, Clone)]
-pub struct EndpointView {
-    pub url: String,
-    pub weight: u32,
-    pub breaker: BreakerState,
-    pub outstanding: u32,
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-    /// Smoothed latency of recent answers.
-    pub latency: Duration,
 }
 
 /// What the core asks of a backend.

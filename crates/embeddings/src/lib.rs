@@ -6,7 +6,7 @@
 //! deadlines, prompt prefixes, fallback to another model, post-processing (dimension
 //! truncation, L2 normalisation), and the use of the embedding cache: keys, partial hits and
 //! single flight (the cache's storage lives behind the [`EmbeddingCache`] trait). Backends (the in-process ONNX model, Ollama and
-//! OpenAI-compatible servers in `citadel-upstream`) plug in through the [`Backend`] trait. It must not know about transports: no tonic, no axum, no JSON. The edges
+//! OpenAI-compatible servers in `citadel-remote-embeddings`) plug in through the [`Backend`] trait. It must not know about transports: no tonic, no axum, no JSON. The edges
 //! map [`EmbedError`] to gRPC status and HTTP errors, each exactly once.
 
 #![forbid(unsafe_code)]

@@ -4,7 +4,6 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -74,25 +73,6 @@ impl Protocol {
             return Err("answered a vector with a non-finite component".into());
         }
         Ok(answer)
-    }
-}
-
-/// The error message inside an error body, whatever the server's dialect: Ollama's
-/// `{"error": "..."}`, OpenAI's `{"error": {"message": ...}}`, FastAPI's `{"detail": ...}`.
-pub fn error_message(body: &[u8]) -> String {
-    let text = || String::from_utf8_lossy(body).chars().take(200).collect();
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return text();
-    };
-    let found = value
-        .pointer("/error/message")
-        .or_else(|| value.get("error"))
-        .or_else(|| value.get("detail"))
-        .or_else(|| value.get("message"));
-    match found {
-        Some(Value::String(s)) => s.chars().take(200).collect(),
-        Some(other) => other.to_string().chars().take(200).collect(),
-        None => text(),
     }
 }
 
@@ -245,7 +225,5 @@ mod tests {
         assert!(err.contains("1 vectors for 2 inputs"), "{err}");
         let err = Protocol::Ollama.parse_answer(b"{\"embeddings\": [[1.0", 1, 2);
         assert!(err.unwrap_err().contains("malformed JSON"));
-        assert_eq!(error_message(br#"{"error": {"message": "no"}}"#), "no");
-        assert_eq!(error_message(br#"{"detail": "bad"}"#), "bad");
     }
 }

@@ -1,6 +1,8 @@
 //! Power of two choices: draw two endpoints at random in proportion to their weights, send to
-//! the one with fewer requests in flight per unit of weight (then the faster one). It spreads
-//! load almost as well as least-loaded without every caller piling onto the same endpoint.
+//! the one with less load per unit of weight (then the faster one). Load is our own requests in
+//! flight plus what the server last reported (vLLM's queue, set by the adapter), because a
+//! scraped gauge lags and our own count does not. It spreads load almost as well as
+//! least-loaded without every caller piling onto the same endpoint.
 
 use std::sync::Arc;
 
@@ -8,13 +10,16 @@ use tokio::time::Instant;
 
 use crate::{breaker::Admission, endpoint::Endpoint};
 
-/// Picks an endpoint whose breaker admits a request, preferring those not in `tried`.
+/// Picks one of `candidates` whose breaker admits a request, preferring those not in `tried`.
 pub(crate) fn pick(
     endpoints: &[Arc<Endpoint>],
+    candidates: &[usize],
     tried: &[usize],
     now: Instant,
 ) -> Option<(usize, Admission)> {
-    let admitted: Vec<usize> = (0..endpoints.len())
+    let admitted: Vec<usize> = candidates
+        .iter()
+        .copied()
         .filter(|&i| endpoints[i].breaker.admits(now))
         .collect();
     let fresh: Vec<usize> = admitted
@@ -55,9 +60,9 @@ fn draw(endpoints: &[Arc<Endpoint>], pool: &mut Vec<usize>) -> Option<usize> {
     Some(pool.swap_remove(at))
 }
 
-/// Fewer in flight per unit of weight; on a tie, the lower smoothed latency.
+/// Less load per unit of weight; on a tie, the lower smoothed latency.
 fn lighter(a: &Endpoint, b: &Endpoint) -> bool {
-    let load_a = u64::from(a.outstanding() + 1) * u64::from(b.weight);
-    let load_b = u64::from(b.outstanding() + 1) * u64::from(a.weight);
+    let load_a = u64::from(a.load() + 1) * u64::from(b.weight);
+    let load_b = u64::from(b.load() + 1) * u64::from(a.weight);
     load_a < load_b || (load_a == load_b && a.latency_us() < b.latency_us())
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Mutex;
 
-use citadel_embeddings::BreakerState;
+use crate::BreakerState;
 use tokio::time::{Duration, Instant};
 
 use crate::BreakerPolicy;

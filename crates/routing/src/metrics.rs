@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use citadel_embeddings::BreakerState;
+use crate::BreakerState;
 use opentelemetry::{
     KeyValue, global,
     metrics::{Counter, Gauge, Histogram},
@@ -23,12 +23,14 @@ impl UpstreamMetrics {
         UpstreamMetrics {
             attempts: meter
                 .u64_counter("citadel.upstream.attempts")
-                .with_description("Calls to upstream embedding servers by endpoint and outcome")
+                .with_description("Calls to upstream servers by route, endpoint and outcome")
                 .build(),
             duration: meter
                 .f64_histogram("citadel.upstream.duration")
                 .with_unit("s")
-                .with_description("Time of one call to an upstream server")
+                .with_description(
+                    "Time of one attempt on an upstream server (to the first chunk for streams)",
+                )
                 .with_boundaries(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0,

@@ -1,5 +1,5 @@
-//! One pooled HTTP client per upstream host, shared by every model served from that host, so
-//! keep-alive connections are reused across models.
+//! One pooled HTTP client per upstream origin (and connect timeout), shared by every model and
+//! route served from it, so keep-alive connections are reused across them.
 
 use std::{
     collections::HashMap,
@@ -10,32 +10,34 @@ use std::{
 /// Builds clients on first use; cheap to clone.
 #[derive(Clone)]
 pub struct ClientPool {
-    connect_timeout: Duration,
     max_idle_per_host: usize,
-    clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    clients: Arc<Mutex<HashMap<(String, Duration), reqwest::Client>>>,
 }
 
 impl ClientPool {
-    pub fn new(connect_timeout: Duration, max_idle_per_host: usize) -> Self {
+    pub fn new(max_idle_per_host: usize) -> Self {
         ClientPool {
-            connect_timeout,
             max_idle_per_host,
             clients: Arc::default(),
         }
     }
 
     /// The client for `url`'s scheme, host and port.
-    pub fn client_for(&self, url: &reqwest::Url) -> Result<reqwest::Client, reqwest::Error> {
-        let origin = url.origin().ascii_serialization();
+    pub fn client_for(
+        &self,
+        url: &reqwest::Url,
+        connect_timeout: Duration,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let key = (url.origin().ascii_serialization(), connect_timeout);
         let mut clients = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(client) = clients.get(&origin) {
+        if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let client = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
+            .connect_timeout(connect_timeout)
             .pool_max_idle_per_host(self.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             // Small JSON exchanges: Nagle plus delayed ACKs would add ~40 ms to each.
@@ -44,7 +46,7 @@ impl ClientPool {
             // them silently.
             .no_proxy()
             .build()?;
-        clients.insert(origin, client.clone());
+        clients.insert(key, client.clone());
         Ok(client)
     }
 }

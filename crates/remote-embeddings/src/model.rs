@@ -1,0 +1,205 @@
+//! `RemoteModel`: one embedding model over its upstream servers, behind the core's `Backend`.
+//! The routing core chooses and retries; this file builds the calls and reads the answers.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use citadel_embeddings::{
+    Backend, BackendOutput, BackendRequest, EmbedError, EndpointView, ModelInfo, ModelState,
+    StageTiming,
+};
+use citadel_routing::{Attempt, AttemptError, ClientPool, Probe, RouteError, Router};
+use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
+use tokio::{sync::watch, time::Instant};
+
+use crate::{Protocol, RemoteSettings, wire::Answer};
+
+const PROBE_TEXT: &str = "citadel health probe";
+
+pub struct RemoteModel {
+    info: ModelInfo,
+    call: Arc<EmbedCall>,
+    batch_size: usize,
+    chunk_concurrency: usize,
+    attempt_timeout: Duration,
+    router: Arc<Router>,
+}
+
+/// What one attempt needs, shared with the probes (which must not keep the model alive).
+struct EmbedCall {
+    protocol: Protocol,
+    upstream_model: String,
+    dimensions: usize,
+    /// The embedding URL of each endpoint, by its index in the router.
+    urls: Vec<reqwest::Url>,
+}
+
+impl EmbedCall {
+    fn body(&self, inputs: &[String], truncate: bool) -> bytes::Bytes {
+        let body = self
+            .protocol
+            .request_body(&self.upstream_model, inputs, truncate);
+        bytes::Bytes::from(body)
+    }
+
+    /// POSTs `body` to the attempt's endpoint and parses the answer strictly.
+    async fn run(
+        &self,
+        attempt: Attempt,
+        body: bytes::Bytes,
+        count: usize,
+    ) -> Result<Answer, AttemptError> {
+        let endpoint = &attempt.endpoint;
+        let request = endpoint
+            .request(reqwest::Method::POST, self.urls[attempt.index].clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = endpoint.send(request, attempt.limit).await?;
+        let limit = count * self.dimensions * 32 + 64 * 1024;
+        let bytes = response.bytes(limit).await?;
+        self.protocol
+            .parse_answer(&bytes, count, self.dimensions)
+            .map_err(AttemptError::Malformed)
+    }
+}
+
+impl RemoteModel {
+    /// Builds the model's router and starts its probes; needs a Tokio runtime.
+    pub fn start(settings: RemoteSettings, clients: &ClientPool) -> Result<Arc<Self>, String> {
+        let router = Arc::new(Router::new(settings.router, clients)?);
+        let urls = router
+            .endpoints()
+            .iter()
+            .map(|e| {
+                let url = settings.protocol.embed_url(e.base().as_str());
+                reqwest::Url::parse(&url)
+                    .map_err(|err| format!("`{url}` is not a valid URL: {err}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let call = Arc::new(EmbedCall {
+            protocol: settings.protocol,
+            upstream_model: settings.upstream_model,
+            dimensions: settings.info.dimensions as usize,
+            urls,
+        });
+        if let Some(interval) = settings.probe_interval {
+            let probe_call = call.clone();
+            let probe: Probe = Arc::new(move |attempt| {
+                let call = probe_call.clone();
+                async move {
+                    let body = call.body(&[PROBE_TEXT.to_string()], true);
+                    call.run(attempt, body, 1).await.map(drop)
+                }
+                .boxed()
+            });
+            router.start_probes(interval, settings.attempt_timeout, probe);
+        }
+        Ok(Arc::new(RemoteModel {
+            info: settings.info,
+            call,
+            batch_size: settings.batch_size.max(1),
+            chunk_concurrency: settings.chunk_concurrency.max(1),
+            attempt_timeout: settings.attempt_timeout,
+            router,
+        }))
+    }
+
+    /// One chunk, routed with retries across endpoints.
+    async fn embed_chunk(
+        &self,
+        inputs: &[String],
+        truncate: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Answer, EmbedError> {
+        let body = self.call.body(inputs, truncate);
+        let (name, count) = (&self.info.name, inputs.len());
+        self.router
+            .call(name, None, deadline, self.attempt_timeout, |attempt| {
+                self.call.run(attempt, body.clone(), count)
+            })
+            .await
+            .map_err(|e| self.embed_error(e))
+    }
+
+    /// The one mapping of a routing failure to the embedding core's error.
+    fn embed_error(&self, error: RouteError) -> EmbedError {
+        let model = self.info.name.clone();
+        match error {
+            RouteError::Refused { endpoint, error } => EmbedError::InvalidInput {
+                param: "input",
+                message: format!("model `{model}`: upstream {endpoint} refused the input: {error}"),
+            },
+            RouteError::Unavailable {
+                reason,
+                retry_after,
+                ..
+            } => EmbedError::Unavailable {
+                model,
+                reason,
+                retry_after,
+            },
+            RouteError::Upstream { endpoint, error } => EmbedError::Upstream {
+                model,
+                endpoint,
+                message: error.to_string(),
+            },
+            RouteError::DeadlineExceeded { elapsed } => EmbedError::DeadlineExceeded { elapsed },
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for RemoteModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn state(&self) -> ModelState {
+        self.router.state()
+    }
+
+    fn watch_state(&self) -> watch::Receiver<ModelState> {
+        self.router.watch_state()
+    }
+
+    /// Splits the inputs into chunks of `batch_size`, sends up to `chunk_concurrency` at once,
+    /// and reassembles the vectors in input order. One failed chunk fails the request (and
+    /// drops the chunks still in flight).
+    async fn embed(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError> {
+        let started = Instant::now();
+        let (truncate, deadline) = (request.truncate, request.deadline);
+        // Futures do nothing until polled: `buffered` starts at most `chunk_concurrency`.
+        let chunks: Vec<_> = request
+            .inputs
+            .chunks(self.batch_size)
+            .map(|chunk| self.embed_chunk(chunk, truncate, deadline))
+            .collect();
+        let answers: Vec<Answer> = stream::iter(chunks)
+            .buffered(self.chunk_concurrency)
+            .try_collect()
+            .await?;
+        let mut output = BackendOutput {
+            vectors: Vec::with_capacity(request.inputs.len()),
+            prompt_tokens: 0,
+            // Servers count tokens per call, not per input: the core shares them out.
+            input_tokens: Vec::new(),
+            timing: StageTiming {
+                inference: started.elapsed(),
+                ..StageTiming::default()
+            },
+        };
+        for answer in answers {
+            output.vectors.extend(answer.vectors);
+            output.prompt_tokens = output.prompt_tokens.saturating_add(answer.prompt_tokens);
+        }
+        Ok(output)
+    }
+
+    fn endpoints(&self) -> Vec<EndpointView> {
+        self.router.views()
+    }
+
+    fn close(&self) {
+        self.router.close();
+    }
+}
