@@ -58,11 +58,11 @@ reap_stale_groups() { # reap_stale_groups PATTERN: stop groups an earlier run le
   : >"$PGID_FILE"
 }
 
-start_citadel_with() { # start_citadel_with CONFIG LOG: sets CITADEL (host:port) or returns 1
-  local config=$1 out=$2
+start_citadel_with() { # start_citadel_with CONFIG LOG [GRPC_ADDR]: sets CITADEL (host:port) or returns 1
+  local config=$1 out=$2 grpc=${3:-127.0.0.1:0}
   # RUST_LOG would override the config's log level and put a line per request on the hot path.
   start "$out" env -u RUST_LOG "$BIN/citadel" serve --config "$config" \
-    --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0
+    --http-addr 127.0.0.1:0 --grpc-addr "$grpc"
   CITADEL_PGID=$STARTED
   local deadline=$((SECONDS + READY_TIMEOUT)) line
   while ((SECONDS < deadline)); do

@@ -50,20 +50,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new(&core).await;
+    let grpc_settings = GrpcSettings {
+        max_message_bytes: config.grpc.max_message_bytes,
+        request_body_timeout: Duration::from_millis(config.grpc.request_body_timeout_ms),
+    };
+    // The REST edge calls the mesh in memory, through the same service stack the gRPC
+    // listener serves, unless `grpc.upstream` names a remote mesh.
+    let (channel, upstream) = match config.grpc.upstream.as_str() {
+        "" => {
+            let mesh = citadel_grpc::service(
+                core.clone(),
+                workflow_api.clone(),
+                health_service.clone(),
+                grpc_settings,
+            )?;
+            (
+                citadel_gateway::in_process_channel(mesh),
+                "in-process".to_string(),
+            )
+        }
+        url => {
+            let channel = citadel_gateway::remote_channel(url).context("grpc.upstream")?;
+            (channel, url.to_string())
+        }
+    };
     let mut grpc = start_grpc(
         &config,
+        grpc_settings,
         core.clone(),
         workflow_api,
         health_service,
         grpc_listener,
     )?;
-
-    // The REST edge, calling the mesh over a real gRPC channel.
-    let upstream = match config.grpc.upstream.as_str() {
-        "" => loopback_url(grpc_addr),
-        url => url.to_string(),
-    };
-    let mut http = start_http(&config, &upstream, metrics, http_listener)?;
+    let mut http = start_http(&config, channel, &upstream, metrics, http_listener)?;
     tracing::info!(http_addr = %http_addr, grpc_addr = %grpc_addr, %upstream, "citadel listening");
     let readiness = tokio::spawn(announce_ready(
         health.clone(),
@@ -151,16 +170,14 @@ impl Running {
 
 fn start_grpc(
     config: &Config,
+    settings: GrpcSettings,
     core: Arc<EmbeddingCore>,
     workflows: WorkflowApi,
     health: HealthServer<impl Health>,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
-    let settings = GrpcSettings {
-        max_message_bytes: config.grpc.max_message_bytes,
-        request_body_timeout: Duration::from_millis(config.grpc.request_body_timeout_ms),
-    };
-    let service = citadel_grpc::service(core, workflows, health, settings)?;
+    let service =
+        citadel_grpc::service::<hyper::body::Incoming>(core, workflows, health, settings)?;
     let limits = connection_limits("grpc", &config.grpc.connections, config, true);
     Ok(Running::spawn("grpc", |stopped| async move {
         let stopped = async { stopped.await.unwrap_or_default() };
@@ -170,11 +187,11 @@ fn start_grpc(
 
 fn start_http(
     config: &Config,
+    channel: citadel_gateway::MeshChannel,
     upstream: &str,
     metrics: MetricsHandle,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
-    let channel = citadel_gateway::upstream_channel(upstream).context("grpc.upstream")?;
     let timeout = Duration::from_millis(config.http.request_timeout_ms);
     let render = Arc::new(move || metrics.render());
     let state = AppState::new(

@@ -98,8 +98,12 @@ fn worker_settings(config: &Config, concurrency: usize) -> WorkerSettings {
 
 /// The built-in kinds. New kinds register here.
 fn registry(config: &Config, embeddings_url: &str) -> anyhow::Result<Registry> {
-    let channel = citadel_gateway::upstream_channel(embeddings_url)
-        .with_context(|| format!("workflows.embeddings_url: bad URL {embeddings_url:?}"))?;
+    let channel = tonic::transport::Endpoint::from_shared(embeddings_url.to_string())
+        .with_context(|| format!("workflows.embeddings_url: bad URL {embeddings_url:?}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy();
     let max = config.grpc.max_message_bytes;
     let embed = EmbedSettings {
         client: EmbeddingServiceClient::new(channel)

@@ -6,8 +6,9 @@
 //! `/api/tags`, `/api/version`, errors as Ollama's `{"error": "..."}`) so tools built for Ollama
 //! can point at Citadel unchanged. Durable workflows are submitted, listed, fetched, cancelled
 //! and retried at `/api/v1/workflows` (`citadel.v1.WorkflowService`). It holds no business
-//! logic and never reaches past the gRPC contract: every call goes through a tonic channel to
-//! `citadel.v1.*`, so anything REST can do, gRPC can too.
+//! logic and never reaches past the gRPC contract: every call goes through a tonic client to
+//! `citadel.v1.*` (in memory when the mesh shares the process, `mesh.rs`), so anything REST can
+//! do, gRPC can too.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ mod cache_headers;
 mod error;
 mod extract;
 mod layers;
+mod mesh;
 mod ollama;
 mod openai;
 mod routes;
@@ -33,6 +35,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use error::{ApiError, refusal_body};
+pub use mesh::{MeshChannel, in_process as in_process_channel, remote as remote_channel};
 pub use state::{AppState, MetricsRender};
 
 /// What the edge needs from the configuration.
@@ -103,13 +106,4 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
                 settings.body_idle_timeout,
             )),
     )
-}
-
-/// A lazily connecting channel to the mesh at `url` (`http://host:port`).
-pub fn upstream_channel(url: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
 }

@@ -11,10 +11,10 @@ use citadel_proto::{
     },
 };
 use tokio::time::Instant;
-use tonic::{Status, metadata::MetadataValue, transport::Channel};
+use tonic::{Status, metadata::MetadataValue};
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::error::ApiError;
+use crate::{MeshChannel, error::ApiError};
 
 /// Renders `/metrics`; supplied by the binary so the edge needs no exporter of its own.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -24,9 +24,9 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct AppState {
-    pub(crate) embeddings: EmbeddingServiceClient<Channel>,
-    pub(crate) workflows: WorkflowServiceClient<Channel>,
-    pub(crate) health: HealthClient<Channel>,
+    pub(crate) embeddings: EmbeddingServiceClient<MeshChannel>,
+    pub(crate) workflows: WorkflowServiceClient<MeshChannel>,
+    pub(crate) health: HealthClient<MeshChannel>,
     pub(crate) metrics: MetricsRender,
     pub(crate) request_timeout: Duration,
     pub(crate) started: Instant,
@@ -36,7 +36,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        channel: Channel,
+        channel: MeshChannel,
         upstream: &str,
         max_message_bytes: usize,
         request_timeout: Duration,

@@ -12,7 +12,6 @@ use citadel_proto::v1::{
 };
 use http::{Request, Response};
 use http_body::Body;
-use hyper::body::Incoming;
 use tonic::service::Routes;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::{Service, ServiceBuilder};
@@ -46,14 +45,16 @@ pub enum ServerError {
 /// The gRPC services as one tower service: EmbeddingService, WorkflowService, Health, and
 /// reflection (v1 and v1alpha, for grpcurl and older clients) listing only the public
 /// services, behind the wire hygiene layer and a span per call.
-pub fn service(
+/// Generic over the request body: hyper's for the listener, tonic's for the edge's in-process
+/// calls (the same stack, so both get the same contract, codes and layers).
+pub fn service<B>(
     core: Arc<EmbeddingCore>,
     workflows: WorkflowApi,
     health: HealthServer<impl Health>,
     settings: GrpcSettings,
 ) -> Result<
     impl Service<
-        Request<Incoming>,
+        Request<B>,
         Response = Response<
             impl Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
         >,
@@ -61,9 +62,13 @@ pub fn service(
         Future: Send + 'static,
     > + Clone
     + Send
+    + Sync
     + 'static,
     ServerError,
-> {
+>
+where
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
+{
     let embeddings = EmbeddingServiceServer::new(EmbeddingApi::new(core))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
