@@ -56,6 +56,8 @@ pub struct TaskContext {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub params: Json,
+    /// What an earlier attempt recorded with `save_checkpoint`, if any.
+    pub(crate) checkpoint: Option<Json>,
     pub(crate) store: Store,
     pub(crate) lease: Lease,
     pub(crate) cancel: CancellationToken,
@@ -71,6 +73,24 @@ impl TaskContext {
             Ok(true) => {}
             Ok(false) => tracing::debug!(id = %self.workflow_id, "progress after the lease ended"),
             Err(e) => tracing::warn!(id = %self.workflow_id, error = %e, "progress not recorded"),
+        }
+    }
+
+    /// What an earlier attempt of this workflow had finished (its last `save_checkpoint`).
+    pub fn checkpoint(&self) -> Option<&Json> {
+        self.checkpoint.as_ref()
+    }
+
+    /// Records what this attempt has finished, so a retry can skip it. Fenced by the lease
+    /// like every write; a failed write is logged (the retry then redoes more, nothing worse).
+    pub async fn save_checkpoint(&self, value: &Json) {
+        let text = value.to_string();
+        match self.store.checkpoint(&self.lease, &text).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(id = %self.workflow_id, "checkpoint after the lease ended")
+            }
+            Err(e) => tracing::warn!(id = %self.workflow_id, error = %e, "checkpoint not recorded"),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Model {
     /// When the finished record is deleted.
     pub expires_us: Option<i64>,
     pub version: i64,
+    /// What the running task recorded it has finished (JSON text), for its next attempt.
+    pub checkpoint: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,7 +15,34 @@ pub(crate) struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateWorkflows)]
+        vec![Box::new(CreateWorkflows), Box::new(AddCheckpoint)]
+    }
+}
+
+/// A task's checkpoint: what an attempt finished, so a retry resumes instead of redoing it
+/// (`TaskContext::save_checkpoint`). Not an event: the version is untouched.
+struct AddCheckpoint;
+
+impl MigrationName for AddCheckpoint {
+    fn name(&self) -> &str {
+        "m20261201_000002_add_checkpoint"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCheckpoint {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE workflows ADD COLUMN checkpoint TEXT")
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE workflows DROP COLUMN checkpoint")
+            .await?;
+        Ok(())
     }
 }
 

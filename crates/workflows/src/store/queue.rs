@@ -171,6 +171,16 @@ impl Store {
         self.fenced_write(&sql, values).await
     }
 
+    /// Records the attempt's checkpoint. Not an event (the version stays), so a task may save
+    /// one per step without waking every watcher.
+    pub(crate) async fn checkpoint(&self, lease: &Lease, value: &str) -> Result<bool, StoreError> {
+        let (fence, fence_values) = lease.fence(2);
+        let sql = format!("UPDATE workflows SET checkpoint = $1 WHERE {fence}");
+        let mut values: Vec<Value> = vec![value.into()];
+        values.extend(fence_values);
+        self.fenced_write(&sql, values).await
+    }
+
     /// Ends an attempt. `false`: the lease was lost and nothing was written. A retry of an
     /// attempt whose workflow was cancelled meanwhile ends CANCELLED instead: the client was
     /// told it would stop.
@@ -188,6 +198,7 @@ impl Store {
                progress_message = COALESCE($11, progress_message), \
                finished_us = CASE WHEN {stop} THEN $7 ELSE $5 END, \
                expires_us = CASE WHEN {stop} THEN $8 ELSE $6 END, \
+               checkpoint = CASE WHEN $5 IS NULL THEN checkpoint ELSE NULL END, \
                lease_expires_us = NULL, updated_us = $7, version = version + 1 WHERE {fence}"
         );
         let mut values: Vec<Value> = vec![

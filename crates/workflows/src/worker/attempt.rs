@@ -110,6 +110,10 @@ async fn execute(
         workflow_id: workflow.id.clone(),
         attempt: u32::try_from(workflow.attempts).unwrap_or(1),
         params: workflow.params_json(),
+        checkpoint: workflow
+            .checkpoint
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok()),
         store: shared.store.clone(),
         lease: lease.clone(),
         cancel: stop.clone(),

@@ -109,6 +109,7 @@ mod tests {
             finished_us: None,
             expires_us: None,
             version: 0,
+            checkpoint: None,
         }
     }
 
