@@ -6,7 +6,11 @@ use std::{env, fs, io, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["citadel/v1/embeddings.proto", "citadel/v1/workflows.proto"];
+const PROTOS: &[&str] = &[
+    "citadel/v1/embeddings.proto",
+    "citadel/v1/workflows.proto",
+    "citadel/v1/completions.proto",
+];
 
 fn main() -> io::Result<()> {
     // This script lives at the workspace root but runs with the proto crate's directory as cwd.

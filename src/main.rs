@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod llm;
 mod models;
 mod process;
 mod serve;

@@ -9,6 +9,7 @@ use citadel_config::{Config, ConnectionsConfig};
 use citadel_embeddings::EmbeddingCore;
 use citadel_gateway::{AppState, GatewaySettings};
 use citadel_grpc::{GrpcSettings, HealthControl, WorkflowApi};
+use citadel_llm::LlmCore;
 use citadel_telemetry::MetricsHandle;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let metrics = MetricsHandle::install()?;
     let core = Arc::new(crate::models::build_core(&config)?);
+    let llm = crate::llm::start(&config).await?;
 
     // Both listeners first, so port 0 works and a taken port fails before anything runs.
     let grpc_listener = bind("grpc.addr", config.grpc.addr).await?;
@@ -61,6 +63,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let mesh = citadel_grpc::service(
                 core.clone(),
                 workflow_api.clone(),
+                llm.clone(),
                 health_service.clone(),
                 grpc_settings,
             )?;
@@ -79,6 +82,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         grpc_settings,
         core.clone(),
         workflow_api,
+        llm.clone(),
         health_service,
         grpc_listener,
     )?;
@@ -87,6 +91,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let readiness = tokio::spawn(announce_ready(
         health.clone(),
         core.clone(),
+        llm.clone(),
         http_addr,
         grpc_addr,
     ));
@@ -125,6 +130,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     grpc.drain(deadline.max(Instant::now() + GRPC_DRAIN_FLOOR))
         .await;
     core.close();
+    llm.close();
     tracing::info!("citadel stopped");
     Ok(())
 }
@@ -173,11 +179,12 @@ fn start_grpc(
     settings: GrpcSettings,
     core: Arc<EmbeddingCore>,
     workflows: WorkflowApi,
+    llm: Arc<LlmCore>,
     health: HealthServer<impl Health>,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
     let service =
-        citadel_grpc::service::<hyper::body::Incoming>(core, workflows, health, settings)?;
+        citadel_grpc::service::<hyper::body::Incoming>(core, workflows, llm, health, settings)?;
     let limits = connection_limits("grpc", &config.grpc.connections, config, true);
     Ok(Running::spawn("grpc", |stopped| async move {
         let stopped = async { stopped.await.unwrap_or_default() };
@@ -193,12 +200,14 @@ fn start_http(
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
     let timeout = Duration::from_millis(config.http.request_timeout_ms);
+    let completion_timeout = Duration::from_millis(config.llm.request_timeout_ms);
     let render = Arc::new(move || metrics.render());
     let state = AppState::new(
         channel,
         upstream,
         config.grpc.max_message_bytes,
         timeout,
+        completion_timeout,
         render,
     );
     let settings = GatewaySettings {
@@ -243,10 +252,12 @@ fn connection_limits(
 async fn announce_ready(
     health: HealthControl,
     core: Arc<EmbeddingCore>,
+    llm: Arc<LlmCore>,
     http: SocketAddr,
     grpc: SocketAddr,
 ) {
-    if health.follow_readiness(core).await {
+    if health.clone().follow_readiness(core).await {
+        tokio::spawn(health.follow_llm(llm));
         tracing::info!(http_addr = %http, grpc_addr = %grpc, "citadel ready");
     }
 }

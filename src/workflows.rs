@@ -7,10 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use citadel_config::Config;
 use citadel_grpc::SubmitDefaults;
-use citadel_proto::v1::embedding_service_client::EmbeddingServiceClient;
+use citadel_proto::v1::{
+    completion_service_client::CompletionServiceClient,
+    embedding_service_client::EmbeddingServiceClient,
+};
 use citadel_workflows::{
     EventHub, Registry, RetryPolicy, Store, Worker, WorkerSettings,
-    tasks::{CacheWarm, EmbedBatch, EmbedSettings, FileRoot, Noop, Sleep},
+    tasks::{
+        CacheWarm, EmbedBatch, EmbedSettings, FileRoot, LlmBatch, LlmChain, LlmSettings, Noop,
+        Sleep,
+    },
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -105,6 +111,12 @@ fn registry(config: &Config, embeddings_url: &str) -> anyhow::Result<Registry> {
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy();
     let max = config.grpc.max_message_bytes;
+    let llm = LlmSettings {
+        client: CompletionServiceClient::new(channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        files: FileRoot::new(&config.workflows.files_dir),
+    };
     let embed = EmbedSettings {
         client: EmbeddingServiceClient::new(channel)
             .max_decoding_message_size(max)
@@ -117,6 +129,8 @@ fn registry(config: &Config, embeddings_url: &str) -> anyhow::Result<Registry> {
         .register(Noop)
         .register(Sleep)
         .register(EmbedBatch(embed.clone()))
-        .register(CacheWarm(embed));
+        .register(CacheWarm(embed))
+        .register(LlmBatch(llm.clone()))
+        .register(LlmChain(llm));
     Ok(registry)
 }

@@ -7,7 +7,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use citadel_proto::metadata::{ERROR_PARAM, RETRY_AFTER, UPSTREAM};
+use citadel_proto::metadata::{ERROR_CODE, ERROR_PARAM, RETRY_AFTER, UPSTREAM};
 use serde_json::json;
 use tonic::{Code, Status};
 
@@ -53,14 +53,26 @@ impl ApiError {
 pub(crate) const INVALID: &str = "invalid_request_error";
 const SERVER: &str = "server_error";
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {
+impl ApiError {
+    /// OpenAI's error object, as a response body or an in-band stream event.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
             "code": self.code,
-        }});
+        }})
+    }
+}
+
+/// OpenAI's codes a gRPC status may carry in `x-citadel-error-code`.
+fn known_code(code: &str) -> Option<&'static str> {
+    ["context_length_exceeded"].into_iter().find(|c| *c == code)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
@@ -141,6 +153,7 @@ impl From<Status> for ApiError {
             _ => trailer(ERROR_PARAM),
         };
         let retry_after = trailer(RETRY_AFTER).and_then(|s| s.parse().ok());
+        let code = trailer(ERROR_CODE).as_deref().and_then(known_code).or(code);
         ApiError {
             status: http,
             message,

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod cache_headers;
+mod completions;
 mod error;
 mod extract;
 mod layers;
@@ -53,6 +54,8 @@ pub struct GatewaySettings {
 pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
     let routes = Router::new()
         .route("/v1/embeddings", post(routes::embeddings::create))
+        .route("/v1/chat/completions", post(routes::completions::chat))
+        .route("/v1/completions", post(routes::completions::complete))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{*id}", get(routes::models::get))
         // Ollama's API, for tools built for it.

@@ -193,8 +193,49 @@ impl From<v1::Model> for ModelObject {
     }
 }
 
+/// An LLM model as `/v1/models` lists it: its servers and context length.
+#[derive(Debug, Serialize)]
+pub struct LlmModelObject {
+    pub id: String,
+    pub object: &'static str,
+    pub created: i64,
+    pub owned_by: &'static str,
+    pub backend: &'static str,
+    pub kind: &'static str,
+    pub servers: Vec<String>,
+    /// The smallest context length its servers report (null: unknown).
+    pub max_model_len: Option<u32>,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias_of: Option<String>,
+}
+
+impl From<v1::LlmModel> for LlmModelObject {
+    fn from(m: v1::LlmModel) -> Self {
+        LlmModelObject {
+            id: m.id,
+            object: "model",
+            created: 0,
+            owned_by: "vllm",
+            backend: "openai",
+            kind: "llm",
+            servers: m.servers.into_iter().map(|s| s.name).collect(),
+            max_model_len: (m.max_model_len > 0).then_some(m.max_model_len),
+            state: m.state,
+            alias_of: m.alias_of,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ModelEntry {
+    Embedding(ModelObject),
+    Llm(LlmModelObject),
+}
+
 #[derive(Debug, Serialize)]
 pub struct ModelList {
     pub object: &'static str,
-    pub data: Vec<ModelObject>,
+    pub data: Vec<ModelEntry>,
 }

@@ -6,6 +6,7 @@ use axum::http::HeaderMap;
 use citadel_proto::{
     metadata::REQUEST_ID,
     v1::{
+        completion_service_client::CompletionServiceClient,
         embedding_service_client::EmbeddingServiceClient,
         workflow_service_client::WorkflowServiceClient,
     },
@@ -26,9 +27,12 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(250);
 pub struct AppState {
     pub(crate) embeddings: EmbeddingServiceClient<MeshChannel>,
     pub(crate) workflows: WorkflowServiceClient<MeshChannel>,
+    pub(crate) completions: CompletionServiceClient<MeshChannel>,
     pub(crate) health: HealthClient<MeshChannel>,
     pub(crate) metrics: MetricsRender,
     pub(crate) request_timeout: Duration,
+    /// A completion's deadline (`llm.request_timeout_ms`), streamed or not.
+    pub(crate) completion_timeout: Duration,
     pub(crate) started: Instant,
     /// Where the gRPC calls go, for error messages and /health/detailed.
     pub(crate) upstream: Arc<str>,
@@ -40,6 +44,7 @@ impl AppState {
         upstream: &str,
         max_message_bytes: usize,
         request_timeout: Duration,
+        completion_timeout: Duration,
         metrics: MetricsRender,
     ) -> Self {
         let embeddings = EmbeddingServiceClient::new(channel.clone())
@@ -48,9 +53,14 @@ impl AppState {
         let workflows = WorkflowServiceClient::new(channel.clone())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
+        let completions = CompletionServiceClient::new(channel.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
         AppState {
             embeddings,
             workflows,
+            completions,
+            completion_timeout,
             health: HealthClient::new(channel),
             metrics,
             request_timeout,
@@ -69,6 +79,30 @@ impl AppState {
         }
         request.set_timeout(self.request_timeout);
         request
+    }
+
+    /// `request` for a completion: its own, longer deadline.
+    pub(crate) fn llm_request<T>(&self, message: T, headers: &HeaderMap) -> tonic::Request<T> {
+        let mut request = self.request(message, headers);
+        request.set_timeout(self.completion_timeout);
+        request
+    }
+
+    /// Awaits a completion call (for a stream: until its first chunk), bounded by the
+    /// completion deadline even if the mesh never answers.
+    pub(crate) async fn call_llm<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, ApiError> {
+        let limit = self.completion_timeout + DEADLINE_GRACE;
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(ApiError::from(self.explain(status, "completion service"))),
+            Err(_) => Err(ApiError::from(Status::deadline_exceeded(format!(
+                "no answer from the completion service within {}ms",
+                self.completion_timeout.as_millis()
+            )))),
+        }
     }
 
     /// Awaits a gRPC call, bounded by the edge's deadline even if the mesh never answers.

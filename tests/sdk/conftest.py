@@ -9,14 +9,36 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = ROOT / "target" / "debug" / "citadel"
+VLLM_STANDIN = ROOT / "target" / "debug" / "citadel-vllm-standin"
 
 
 @pytest.fixture(scope="session")
-def server():
+def vllm():
+    """A stand-in vLLM server (crates/standin) serving `standin-llm`, paced like a real one."""
+    proc = subprocess.Popen(
+        [str(VLLM_STANDIN), "--model", "standin-llm=4096", "--ttft-ms", "20", "--itl-ms", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"the vLLM stand-in did not start: {line}")
+    try:
+        yield "http://" + line.rsplit(" ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(vllm, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITADEL_")}
     env["RUST_LOG"] = "info"
+    config = tmp_path_factory.mktemp("citadel") / "llm.toml"
+    config.write_text(f'[[llm.servers]]\nname = "llm-01"\nurl = "{vllm}"\n')
     proc = subprocess.Popen(
-        [str(BINARY), "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"],
+        [str(BINARY), "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
+         "--config", str(config)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     ready = threading.Event()

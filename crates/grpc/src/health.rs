@@ -5,14 +5,25 @@
 //!   flip them: restarting this process would not bring Ollama back.
 //! - `citadel.v1.EmbeddingService/<model>`, one per model: follows that model's live state, so
 //!   it goes NOT_SERVING only when none of the model's servers can answer.
+//! - `citadel.v1.CompletionService`: SERVING with the process, like the embedding service;
+//!   `citadel.v1.CompletionService/<model>`, one per LLM model its servers list: NOT_SERVING
+//!   when every server of the model has an open breaker (or stopped listing it).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use citadel_embeddings::{EmbeddingCore, ModelState};
-use citadel_proto::v1::embedding_service_server::EmbeddingServiceServer;
+use citadel_llm::LlmCore;
+use citadel_proto::v1::{
+    completion_service_server::SERVICE_NAME as COMPLETION_SERVICE,
+    embedding_service_server::EmbeddingServiceServer,
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::EmbeddingApi;
@@ -24,9 +35,15 @@ const OVERALL: &str = "";
 pub struct HealthControl {
     reporter: HealthReporter,
     models: Vec<String>,
+    /// `citadel.v1.CompletionService/<model>` names published so far.
+    llm_services: Arc<Mutex<BTreeSet<String>>>,
     /// Set once shutdown begins: model watchers must not turn anything back to SERVING.
     closing: Arc<AtomicBool>,
 }
+
+/// LLM models come and go with discovery: their health is re-read this often, and at once
+/// when a breaker changes.
+const LLM_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 impl HealthControl {
     /// Creates the health service with every service NOT_SERVING.
@@ -41,6 +58,7 @@ impl HealthControl {
         let control = HealthControl {
             reporter,
             models,
+            llm_services: Arc::default(),
             closing: Arc::default(),
         };
         control.set_all(ServingStatus::NotServing).await;
@@ -99,6 +117,54 @@ impl HealthControl {
         }
     }
 
+    /// Publishes `citadel.v1.CompletionService` and one status per LLM model until shutdown.
+    pub async fn follow_llm(self, llm: Arc<LlmCore>) {
+        let mut changes = llm.fleet().map(|f| f.router().watch_state());
+        self.set(COMPLETION_SERVICE, ServingStatus::Serving).await;
+        loop {
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let models = llm.fleet().map(|f| f.models().models).unwrap_or_default();
+            let now: BTreeSet<String> = models.iter().map(|m| llm_service(&m.id)).collect();
+            let gone: Vec<String> = {
+                let mut known = self.llm_services.lock().unwrap_or_else(|e| e.into_inner());
+                let gone = known.difference(&now).cloned().collect();
+                known.extend(now.iter().cloned());
+                gone
+            };
+            for model in &models {
+                let status = match model.state.as_str() {
+                    "ready" => ServingStatus::Serving,
+                    _ => ServingStatus::NotServing,
+                };
+                self.set(&llm_service(&model.id), status).await;
+            }
+            for service in gone {
+                self.set(&service, ServingStatus::NotServing).await;
+            }
+            if self.closing.load(Ordering::Acquire) {
+                self.set_all(ServingStatus::NotServing).await;
+                return;
+            }
+            let tick = tokio::time::sleep(LLM_HEALTH_INTERVAL);
+            match &mut changes {
+                Some(changes) => {
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        () = tick => {}
+                    }
+                }
+                None => tick.await,
+            }
+        }
+    }
+
+    fn llm_services(&self) -> Vec<String> {
+        let known = self.llm_services.lock().unwrap_or_else(|e| e.into_inner());
+        known.iter().cloned().collect()
+    }
+
     /// First step of shutdown: probes and watchers see NOT_SERVING.
     pub async fn shutting_down(&self) {
         self.closing.store(true, Ordering::Release);
@@ -114,6 +180,10 @@ impl HealthControl {
         for model in &self.models {
             reporter.clear_service_status(&model_service(model)).await;
         }
+        reporter.clear_service_status(COMPLETION_SERVICE).await;
+        for service in self.llm_services() {
+            reporter.clear_service_status(&service).await;
+        }
     }
 
     async fn set_all(&self, status: ServingStatus) {
@@ -121,6 +191,10 @@ impl HealthControl {
         self.set(service_name(), status).await;
         for model in &self.models {
             self.set(&model_service(model), status).await;
+        }
+        self.set(COMPLETION_SERVICE, status).await;
+        for service in self.llm_services() {
+            self.set(&service, status).await;
         }
     }
 
@@ -131,6 +205,11 @@ impl HealthControl {
 
 fn service_name() -> &'static str {
     <EmbeddingServiceServer<EmbeddingApi> as tonic::server::NamedService>::NAME
+}
+
+/// The health service name of one LLM model: `citadel.v1.CompletionService/<model>`.
+fn llm_service(model: &str) -> String {
+    format!("{COMPLETION_SERVICE}/{model}")
 }
 
 /// The health service name of one model: `citadel.v1.EmbeddingService/<model>`.

@@ -1,9 +1,10 @@
 //! The gRPC edge of the mesh: `citadel.v1.EmbeddingService`, `citadel.v1.WorkflowService`,
-//! `grpc.health.v1.Health` and server reflection, served by tonic over the embedding core and
-//! the workflow store.
+//! `citadel.v1.CompletionService`, `grpc.health.v1.Health` and server reflection, served by
+//! tonic over the embedding core, the workflow store and the LLM core.
 //!
 //! This crate owns the translation between protobuf messages and the core's types, the one
-//! mapping from [`citadel_embeddings::EmbedError`] and [`citadel_workflows::StoreError`] to
+//! mapping from [`citadel_embeddings::EmbedError`], [`citadel_llm::LlmError`] and
+//! [`citadel_workflows::StoreError`] to
 //! `tonic::Status`, `grpc-timeout` deadlines, health reporting tied to model readiness, the
 //! server's message limits and the wire rules tonic leaves open (content type, one message per
 //! unary call, bounded status messages). It must hold no embedding
@@ -12,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod completion;
 mod convert;
 mod deadline;
 mod embedding;
@@ -23,6 +25,7 @@ mod workflow;
 mod workflow_convert;
 mod workflow_watch;
 
+pub use completion::CompletionApi;
 pub use embedding::EmbeddingApi;
 pub use health::HealthControl;
 pub use server::{GrpcSettings, ServerError, service};

@@ -6,7 +6,9 @@ use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use citadel_embeddings::EmbeddingCore;
+use citadel_llm::LlmCore;
 use citadel_proto::v1::{
+    completion_service_server::CompletionServiceServer,
     embedding_service_server::EmbeddingServiceServer,
     workflow_service_server::WorkflowServiceServer,
 };
@@ -22,7 +24,7 @@ use tower_http::{
 use tracing::Level;
 
 use crate::{
-    EmbeddingApi, WorkflowApi,
+    CompletionApi, EmbeddingApi, WorkflowApi,
     hygiene::{Hygiene, UnaryMethods},
 };
 
@@ -42,7 +44,8 @@ pub enum ServerError {
     Descriptors(#[from] prost::DecodeError),
 }
 
-/// The gRPC services as one tower service: EmbeddingService, WorkflowService, Health, and
+/// The gRPC services as one tower service: EmbeddingService, WorkflowService,
+/// CompletionService, Health, and
 /// reflection (v1 and v1alpha, for grpcurl and older clients) listing only the public
 /// services, behind the wire hygiene layer and a span per call.
 /// Generic over the request body: hyper's for the listener, tonic's for the edge's in-process
@@ -50,6 +53,7 @@ pub enum ServerError {
 pub fn service<B>(
     core: Arc<EmbeddingCore>,
     workflows: WorkflowApi,
+    llm: Arc<LlmCore>,
     health: HealthServer<impl Health>,
     settings: GrpcSettings,
 ) -> Result<
@@ -75,6 +79,9 @@ where
     let workflows = WorkflowServiceServer::new(workflows)
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
+    let completions = CompletionServiceServer::new(CompletionApi::new(llm))
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(settings.max_message_bytes);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(citadel_proto::FILE_DESCRIPTOR_SET)
@@ -89,6 +96,7 @@ where
         .add_service(reflection().build_v1alpha()?)
         .add_service(embeddings)
         .add_service(workflows)
+        .add_service(completions)
         .prepare();
     // The pipeline, outermost first. No tonic `Server`: its timeout layer answers an expired
     // `grpc-timeout` with CANCELLED, where the handlers' own deadline answers

@@ -1,8 +1,10 @@
 //! The one place an `EmbedError` becomes a gRPC status.
 
 use citadel_embeddings::EmbedError;
+use citadel_llm::LlmError;
 use citadel_proto::metadata::{
-    ERROR_PARAM as ERROR_PARAM_KEY, RETRY_AFTER as RETRY_AFTER_KEY, UPSTREAM as UPSTREAM_KEY,
+    ERROR_CODE as ERROR_CODE_KEY, ERROR_PARAM as ERROR_PARAM_KEY, RETRY_AFTER as RETRY_AFTER_KEY,
+    UPSTREAM as UPSTREAM_KEY,
 };
 use citadel_workflows::StoreError;
 use tonic::{Code, Status, metadata::MetadataValue};
@@ -61,4 +63,37 @@ fn with_retry_after(mut status: Status, after: Option<std::time::Duration>) -> S
             .insert(RETRY_AFTER_KEY, MetadataValue::from(seconds));
     }
     status
+}
+
+/// The one place an `LlmError` becomes a gRPC status.
+pub(crate) fn llm_status(error: LlmError) -> Status {
+    let message = error.to_string();
+    match error {
+        LlmError::InvalidInput { param, code, .. } => {
+            let mut status = Status::new(Code::InvalidArgument, message);
+            let metadata = status.metadata_mut();
+            if let Some(value) = param.and_then(|p| MetadataValue::try_from(p).ok()) {
+                metadata.insert(ERROR_PARAM_KEY, value);
+            }
+            if let Some(code) = code {
+                metadata.insert(ERROR_CODE_KEY, MetadataValue::from_static(code));
+            }
+            status
+        }
+        LlmError::ModelNotFound(_) => Status::new(Code::NotFound, message),
+        LlmError::Overloaded { retry_after, .. } => {
+            with_retry_after(Status::new(Code::ResourceExhausted, message), retry_after)
+        }
+        LlmError::Unavailable { retry_after, .. } => {
+            with_retry_after(Status::new(Code::Unavailable, message), retry_after)
+        }
+        LlmError::DeadlineExceeded(_) => Status::new(Code::DeadlineExceeded, message),
+        LlmError::Upstream { endpoint, .. } => {
+            let mut status = Status::new(Code::Internal, message);
+            if let Ok(value) = MetadataValue::try_from(endpoint) {
+                status.metadata_mut().insert(UPSTREAM_KEY, value);
+            }
+            status
+        }
+    }
 }

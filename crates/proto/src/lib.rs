@@ -33,6 +33,8 @@ pub mod metadata {
     }
     /// Trailer of an INVALID_ARGUMENT naming the offending request field.
     pub const ERROR_PARAM: &str = "x-citadel-error-param";
+    /// Trailer of an INVALID_ARGUMENT with OpenAI's error code (`context_length_exceeded`).
+    pub const ERROR_CODE: &str = "x-citadel-error-code";
     /// Trailer of a RESOURCE_EXHAUSTED or UNAVAILABLE: seconds to wait before retrying.
     pub const RETRY_AFTER: &str = "retry-after";
     /// Trailer of an INTERNAL caused by an upstream server's answer: which server (the REST

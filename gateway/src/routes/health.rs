@@ -44,7 +44,8 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
         ),
     };
     let cache = cache_health(&state, &headers).await;
-    let degraded = degraded || cache["l2"]["state"] == "degraded";
+    let (llm, llm_degraded) = llm_health(&state, &headers).await;
+    let degraded = degraded || llm_degraded || cache["l2"]["state"] == "degraded";
     let serving = service == ServingStatus::Serving.as_str_name();
     // Degraded still answers 200: the process serves, some model cannot right now, and a
     // load balancer pulling it would not bring that model's servers back.
@@ -61,6 +62,7 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
             "grpc": {"upstream": &*state.upstream, "service": EMBEDDING_SERVICE, "state": service, "version": VERSION},
             "models": models,
             "cache": cache,
+            "llm": llm,
         },
     });
     let status = if serving {
@@ -95,6 +97,31 @@ async fn cache_health(state: &AppState, headers: &HeaderMap) -> Value {
         "l1": level(status.l1),
         "l2": level(status.l2),
     })
+}
+
+/// Each LLM server: breaker, requests in flight, the models it serves, its last error. One
+/// that is failing makes the whole degraded, not unavailable: the others still serve.
+async fn llm_health(state: &AppState, headers: &HeaderMap) -> (Value, bool) {
+    let mut client = state.completions.clone();
+    let request = state.request(v1::ListLlmModelsRequest {}, headers);
+    let list = match state.call(client.list_models(request)).await {
+        Ok(list) => list,
+        Err(e) => return (json!({"state": "unknown", "error": e.message}), true),
+    };
+    let degraded = list.servers.iter().any(|s| s.breaker != "closed");
+    let servers: Vec<Value> = list
+        .servers
+        .into_iter()
+        .map(|s| {
+            let mut v = json!({"name": s.name, "url": s.url, "breaker": s.breaker,
+                "in_flight": s.in_flight, "models": s.models});
+            if let Some(e) = s.last_error {
+                v["last_error"] = e.into();
+            }
+            v
+        })
+        .collect();
+    (json!({"servers": servers}), degraded)
 }
 
 async fn grpc_health(state: &AppState, headers: &HeaderMap, service: &str) -> String {

@@ -1,5 +1,6 @@
 //! REST handlers. Each validates the JSON's shape, calls the mesh, converts the answer.
 
+pub mod completions;
 pub mod embeddings;
 pub mod health;
 pub mod models;

@@ -10,7 +10,7 @@ use citadel_proto::v1;
 
 use crate::{
     error::ApiError,
-    openai::{ModelList, ModelObject},
+    openai::{LlmModelObject, ModelEntry, ModelList, ModelObject},
     state::AppState,
 };
 
@@ -22,22 +22,45 @@ pub async fn list(
     let models = state
         .call(client.list_models(state.request(v1::ListModelsRequest {}, &headers)))
         .await?;
-    let data = models.models.into_iter().map(ModelObject::from).collect();
+    let mut data: Vec<ModelEntry> = models
+        .models
+        .into_iter()
+        .map(|m| ModelEntry::Embedding(ModelObject::from(m)))
+        .collect();
+    let mut llm = state.completions.clone();
+    let request = state.request(v1::ListLlmModelsRequest {}, &headers);
+    let served = state.call(llm.list_models(request)).await?;
+    data.extend(
+        served
+            .models
+            .into_iter()
+            .map(|m| ModelEntry::Llm(LlmModelObject::from(m))),
+    );
     Ok(Json(ModelList {
         object: "list",
         data,
     }))
 }
 
+/// An embedding model, else an LLM model (or alias) of that name.
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<ModelObject>, ApiError> {
+) -> Result<Json<ModelEntry>, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::invalid("model", e.body_text()))?;
     let mut client = state.embeddings.clone();
-    let model = state
-        .call(client.get_model(state.request(v1::GetModelRequest { model: id }, &headers)))
-        .await?;
-    Ok(Json(ModelObject::from(model)))
+    let request = state.request(v1::GetModelRequest { model: id.clone() }, &headers);
+    let not_found = match state.call(client.get_model(request)).await {
+        Ok(model) => return Ok(Json(ModelEntry::Embedding(ModelObject::from(model)))),
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => e,
+        Err(e) => return Err(e),
+    };
+    let mut llm = state.completions.clone();
+    let request = state.request(v1::ListLlmModelsRequest {}, &headers);
+    let served = state.call(llm.list_models(request)).await?;
+    match served.models.into_iter().find(|m| m.id == id) {
+        Some(m) => Ok(Json(ModelEntry::Llm(LlmModelObject::from(m)))),
+        None => Err(not_found),
+    }
 }

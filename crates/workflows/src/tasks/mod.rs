@@ -1,13 +1,15 @@
 //! The built-in task kinds: `noop` and `sleep` for tests and benchmarks, `embed_batch` and
-//! `cache_warm` over `EmbeddingService`.
+//! `cache_warm` over `EmbeddingService`, `llm_batch` and `llm_chain` over `CompletionService`.
 
 mod embed;
 mod files;
+mod llm;
 mod noop;
 mod sleep;
 
 pub use embed::{CacheWarm, EmbedBatch, EmbedSettings};
 pub use files::FileRoot;
+pub use llm::{LlmBatch, LlmChain, LlmSettings};
 pub use noop::Noop;
 pub use sleep::Sleep;
 

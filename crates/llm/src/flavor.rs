@@ -1,0 +1,136 @@
+//! What differs between chat and text completions, so one call path serves both: the path,
+//! the body, the parsers, and where the usage and the server's name go.
+
+use citadel_proto::v1::{
+    ChatChunk, ChatRequest, ChatResponse, CompleteChunk, CompleteRequest, CompleteResponse,
+    CompletionUsage,
+};
+
+use crate::{LlmError, wire};
+
+pub(crate) trait Flavor: Send + Sync + 'static {
+    type Request: Send + Sync;
+    type Response: Send + 'static;
+    type Chunk: Send + 'static;
+    const KIND: &'static str;
+    /// The request field a context-length refusal is about.
+    const INPUT_PARAM: &'static str;
+
+    fn model(request: &Self::Request) -> &str;
+    fn validate(request: &Self::Request) -> Result<(), LlmError>;
+    fn body(request: &Self::Request, model: &str, stream: bool) -> Vec<u8>;
+    fn response(body: &[u8]) -> wire::Parsed<Self::Response>;
+    fn chunk(data: &str) -> wire::Parsed<Result<Self::Chunk, String>>;
+    /// Names the server that answered; returns the usage.
+    fn stamp_response(r: &mut Self::Response, server: &str) -> Option<CompletionUsage>;
+    fn stamp_chunk(c: &mut Self::Chunk, server: &str) -> Option<CompletionUsage>;
+}
+
+pub(crate) struct Chat;
+
+impl Flavor for Chat {
+    type Request = ChatRequest;
+    type Response = ChatResponse;
+    type Chunk = ChatChunk;
+    const KIND: &'static str = "chat";
+    const INPUT_PARAM: &'static str = "messages";
+
+    fn model(request: &ChatRequest) -> &str {
+        &request.model
+    }
+
+    fn validate(request: &ChatRequest) -> Result<(), LlmError> {
+        if request.messages.is_empty() {
+            return Err(LlmError::invalid(
+                "messages",
+                "`messages` must hold at least one message",
+            ));
+        }
+        for (i, m) in request.messages.iter().enumerate() {
+            let roles = ["system", "developer", "user", "assistant", "tool"];
+            if !roles.contains(&m.role.as_str()) {
+                let message = format!(
+                    "messages[{i}].role must be one of system, developer, user, assistant, tool; got `{}`",
+                    crate::error::quote(&m.role)
+                );
+                return Err(LlmError::invalid(&format!("messages[{i}].role"), message));
+            }
+            if let Some(part) = m.parts.iter().find(|p| p.r#type.is_empty()) {
+                let message = format!("messages[{i}].content has a part without a type ({part:?})");
+                return Err(LlmError::invalid(
+                    &format!("messages[{i}].content"),
+                    message,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn body(request: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
+        wire::chat_body(request, model, stream)
+    }
+
+    fn response(body: &[u8]) -> wire::Parsed<ChatResponse> {
+        wire::chat_response(body)
+    }
+
+    fn chunk(data: &str) -> wire::Parsed<Result<ChatChunk, String>> {
+        wire::chat_chunk(data)
+    }
+
+    fn stamp_response(r: &mut ChatResponse, server: &str) -> Option<CompletionUsage> {
+        r.server = server.to_string();
+        r.usage
+    }
+
+    fn stamp_chunk(c: &mut ChatChunk, server: &str) -> Option<CompletionUsage> {
+        c.server = server.to_string();
+        c.usage
+    }
+}
+
+pub(crate) struct Text;
+
+impl Flavor for Text {
+    type Request = CompleteRequest;
+    type Response = CompleteResponse;
+    type Chunk = CompleteChunk;
+    const KIND: &'static str = "text";
+    const INPUT_PARAM: &'static str = "prompt";
+
+    fn model(request: &CompleteRequest) -> &str {
+        &request.model
+    }
+
+    fn validate(request: &CompleteRequest) -> Result<(), LlmError> {
+        if request.prompt.is_empty() {
+            return Err(LlmError::invalid(
+                "prompt",
+                "`prompt` must hold at least one prompt",
+            ));
+        }
+        Ok(())
+    }
+
+    fn body(request: &CompleteRequest, model: &str, stream: bool) -> Vec<u8> {
+        wire::complete_body(request, model, stream)
+    }
+
+    fn response(body: &[u8]) -> wire::Parsed<CompleteResponse> {
+        wire::complete_response(body)
+    }
+
+    fn chunk(data: &str) -> wire::Parsed<Result<CompleteChunk, String>> {
+        wire::complete_chunk(data)
+    }
+
+    fn stamp_response(r: &mut CompleteResponse, server: &str) -> Option<CompletionUsage> {
+        r.server = server.to_string();
+        r.usage
+    }
+
+    fn stamp_chunk(c: &mut CompleteChunk, server: &str) -> Option<CompletionUsage> {
+        c.server = server.to_string();
+        c.usage
+    }
+}

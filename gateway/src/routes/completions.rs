@@ -1,0 +1,111 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`: OpenAI's JSON in, a unary
+//! answer or an SSE stream out. A stream's chunks are written as they arrive; a failure after
+//! the first one is an in-band `data: {"error": ...}` event, then `[DONE]`, as vLLM does.
+
+use std::convert::Infallible;
+
+use axum::{
+    Json,
+    extract::State,
+    http::HeaderMap,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, Sse},
+    },
+};
+use futures_util::{Stream, StreamExt, stream};
+use serde_json::Value;
+use tonic::{Status, codec::Streaming};
+
+use crate::{
+    completions::{self as wire, Delivery},
+    error::ApiError,
+    extract,
+    state::AppState,
+};
+
+pub async fn chat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extract::Json(body): extract::Json<Value>,
+) -> Result<Response, ApiError> {
+    let (request, delivery) = wire::chat_request(body)?;
+    let mut client = state.completions.clone();
+    if !delivery.stream {
+        let call = client.chat(state.llm_request(request, &headers));
+        let answer = state.call_llm(call).await?;
+        return Ok(Json(wire::chat_response_json(&answer)).into_response());
+    }
+    let call = client.chat_stream(state.llm_request(request, &headers));
+    let chunks = state.call_llm(call).await?;
+    Ok(sse(chunks, delivery, |c, usage| {
+        let usage_only = c.choices.is_empty() && c.usage.is_some();
+        (!usage_only || usage).then(|| wire::chat_chunk_json(c, usage))
+    }))
+}
+
+pub async fn complete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extract::Json(body): extract::Json<Value>,
+) -> Result<Response, ApiError> {
+    let (request, delivery) = wire::complete_request(body)?;
+    let mut client = state.completions.clone();
+    if !delivery.stream {
+        let call = client.complete(state.llm_request(request, &headers));
+        let answer = state.call_llm(call).await?;
+        return Ok(Json(wire::complete_response_json(&answer)).into_response());
+    }
+    let call = client.complete_stream(state.llm_request(request, &headers));
+    let chunks = state.call_llm(call).await?;
+    Ok(sse(chunks, delivery, |c, usage| {
+        let usage_only = c.choices.is_empty() && c.usage.is_some();
+        (!usage_only || usage).then(|| wire::complete_chunk_json(c, usage))
+    }))
+}
+
+/// The gRPC stream as SSE frames. `render` gives a chunk's JSON, or `None` to leave it out
+/// (the usage chunk a caller did not ask for).
+fn sse<C: Send + 'static>(
+    chunks: Streaming<C>,
+    delivery: Delivery,
+    render: fn(&C, bool) -> Option<Value>,
+) -> Response {
+    let include_usage = delivery.include_usage;
+    let events = chunks
+        .map(move |item| match item {
+            Ok(chunk) => render(&chunk, include_usage).map(|json| Ok(data(&json))),
+            Err(status) => Some(Err(status)),
+        })
+        .filter_map(std::future::ready);
+    Sse::new(frames(events)).into_response()
+}
+
+fn data(json: &Value) -> Event {
+    Event::default().data(json.to_string())
+}
+
+/// Ends with `[DONE]` either way; a failure first becomes an error event, and nothing after
+/// it is read.
+fn frames(
+    events: impl Stream<Item = Result<Event, Status>> + Send + 'static,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let mut failed = false;
+    let body = events
+        .take_while(move |item| {
+            let go = !failed;
+            failed |= item.is_err();
+            std::future::ready(go)
+        })
+        .map(|item| {
+            Ok(match item {
+                Ok(event) => event,
+                Err(status) => {
+                    let error = ApiError::from(status);
+                    tracing::warn!(message = %error.message, "completion stream ended by an error");
+                    data(&error.body())
+                }
+            })
+        });
+    body.chain(stream::once(async { Ok(Event::default().data("[DONE]")) }))
+}
