@@ -9,7 +9,10 @@ mod common;
 use std::{collections::HashMap, process::Command, time::Duration};
 
 use citadel_proto::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
-use citadel_standin::{Behaviour, StandIn, StandInConfig};
+use citadel_standin::{
+    Behaviour, StandIn, StandInConfig,
+    llm::{LlmBehaviour, LlmStandIn, LlmStandInConfig},
+};
 use common::{upstream::*, *};
 use serde_json::{Value, json};
 use tonic::{Code, transport::Channel};
@@ -21,8 +24,9 @@ const FLEET: [(&str, usize); 4] = [
     ("all-minilm", 384),
 ];
 
-/// Every address in config/production.toml, moved to loopback; cache keys under `namespace`.
-fn production_overrides(ollama: &str, namespace: &str) -> String {
+/// Every address in config/production.toml, moved to loopback (the LLM servers to `llm`);
+/// cache keys under `namespace`.
+fn production_overrides(ollama: &str, llm: [&str; 2], namespace: &str) -> String {
     let mut toml = String::new();
     for (model, _) in FLEET {
         toml += &format!("[models.{model}]\nendpoints = [{{ url = \"{ollama}\" }}]\n");
@@ -30,10 +34,10 @@ fn production_overrides(ollama: &str, namespace: &str) -> String {
     toml += r#"
 [[llm.servers]]
 name = "llm-01"
-url = "http://127.0.0.1:9"
+url = "LLM_01"
 [[llm.servers]]
 name = "llm-02"
-url = "http://127.0.0.1:9"
+url = "LLM_02"
 [qdrant]
 url = "http://127.0.0.1:9"
 [database]
@@ -41,6 +45,7 @@ url = "sqlite::memory:"
 [upstream]
 probe_interval_ms = 0
 "#;
+    let toml = toml.replace("LLM_01", llm[0]).replace("LLM_02", llm[1]);
     toml + &format!(
         "[cache]\nredis_url = \"redis://127.0.0.1:6379\"\nttl_secs = 60\nkey_prefix = \"{namespace}\"\n"
     )
@@ -87,7 +92,17 @@ async fn every_fleet_model_answers_on_every_edge_with_production_config() {
     let path = std::env::temp_dir().join(format!("citadel-fleet-{}.toml", std::process::id()));
     // Its own Redis namespace: vectors an earlier run left must not answer for the upstream.
     let namespace = format!("citadel-fleet-test-{}", std::process::id());
-    std::fs::write(&path, production_overrides(&ollama.url(), &namespace)).unwrap();
+    let llm = [
+        LlmStandIn::start(LlmStandInConfig::default())
+            .await
+            .unwrap(),
+        LlmStandIn::start(LlmStandInConfig::default())
+            .await
+            .unwrap(),
+    ];
+    let (llm_01, llm_02) = (llm[0].url(), llm[1].url());
+    let overrides = production_overrides(&ollama.url(), [&llm_01, &llm_02], &namespace);
+    std::fs::write(&path, overrides).unwrap();
     let path = path.to_str().unwrap();
     assert_no_fleet_address(path);
     let server = Server::with_env(
@@ -100,6 +115,7 @@ async fn every_fleet_model_answers_on_every_edge_with_production_config() {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|m| m["kind"] != "llm")
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(
@@ -144,6 +160,30 @@ async fn every_fleet_model_answers_on_every_edge_with_production_config() {
         ollama.stats().inputs,
         4 * 9,
         "every edge reached the upstream"
+    );
+
+    // Both LLM servers of the profile serve, balanced by load.
+    for s in &llm {
+        s.set_behaviour(LlmBehaviour {
+            ttft_ms: 100,
+            ..LlmBehaviour::default()
+        });
+    }
+    let chats = (0..16).map(|_| {
+        let body = json!({"model": "standin-llm", "max_tokens": 2,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        http()
+            .post(server.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+    });
+    for answer in futures_util::future::join_all(chats).await {
+        assert_eq!(answer.unwrap().status(), 200);
+    }
+    let served = [llm[0].stats().completed, llm[1].stats().completed];
+    assert!(
+        served[0] > 0 && served[1] > 0,
+        "both servers serve: {served:?}"
     );
 }
 
