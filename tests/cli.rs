@@ -125,6 +125,24 @@ fn bad_configuration_names_the_key() {
         ),
         ("[grpc]\nupstream = \"localhost:50051\"\n", "grpc.upstream"),
         (
+            "[[llm.servers]]\nurl = \"http://127.0.0.1:1\"\n",
+            "llm.servers[0].name",
+        ),
+        (
+            "[[llm.servers]]\nname = \"a\"\nurl = \"ftp://x\"\n",
+            "llm.servers[0].url",
+        ),
+        (
+            "[[llm.servers]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nidle_timeout_ms = 0\n",
+            "llm.servers[0].idle_timeout_ms",
+        ),
+        ("[llm]\nttft_timeout_ms = 0\n", "llm.ttft_timeout_ms"),
+        ("[llm.fallbacks]\na = [\"a\"]\n", "llm.fallbacks.a"),
+        (
+            "[models.tiny]\nbackend = \"ollama\"\ndimensions = 8\nmax_input_tokens = 8\nendpoints = [{ url = \"http://127.0.0.1:1\", first_byte_timeout_ms = 0 }]\n",
+            "models.tiny.endpoints[0].first_byte_timeout_ms",
+        ),
+        (
             "[models.all-minilm]\nfallback = \"all-minilm\"\n",
             "models.all-minilm.fallback",
         ),
