@@ -27,12 +27,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let metrics = MetricsHandle::install()?;
     let core = Arc::new(crate::models::build_core(&config)?);
-    let llm = crate::llm::start(&config).await?;
 
     // Both listeners first, so port 0 works and a taken port fails before anything runs.
     let grpc_listener = bind("grpc.addr", config.grpc.addr).await?;
     let http_listener = bind("http.addr", config.http.addr).await?;
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+    // The LLM servers' model lists are read once before serving (each call at most 5 s).
+    let llm = crate::llm::start(&config).await?;
 
     // Workflows: the store (migrated), its events, and the kinds, whose embedding calls go to
     // this process's own gRPC server unless configured elsewhere.

@@ -131,8 +131,8 @@ impl Fields {
 
     fn delivery(&mut self) -> Result<Delivery, ApiError> {
         let stream = self.bool("stream")?.unwrap_or(false);
-        let options = self.object("stream_options")?.unwrap_or_default();
-        let include_usage = match options.get("include_usage") {
+        let mut options = self.object("stream_options")?.unwrap_or_default();
+        let include_usage = match options.remove("include_usage").as_ref() {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
@@ -140,6 +140,11 @@ impl Fields {
                 return Err(ApiError::invalid("stream_options", msg));
             }
         };
+        // The rest (vLLM's `continuous_usage_stats`, ...) goes to the server as it came.
+        if !options.is_empty() {
+            self.0
+                .insert("stream_options".into(), Value::Object(options));
+        }
         Ok(Delivery {
             stream,
             include_usage,
@@ -236,7 +241,11 @@ fn message(i: usize, value: Value) -> Result<ChatMessage, ApiError> {
     };
     let tool_calls = match f.take("tool_calls") {
         None => Vec::new(),
-        Some(Value::Array(calls)) => calls.iter().map(tool_call).collect(),
+        Some(Value::Array(calls)) => calls
+            .iter()
+            .enumerate()
+            .map(|(j, c)| tool_call(&format!("{param}.tool_calls[{j}]"), c))
+            .collect::<Result<_, _>>()?,
         Some(_) => {
             let msg = format!("`{param}.tool_calls` must be an array");
             return Err(ApiError::invalid(&format!("{param}.tool_calls"), msg));
@@ -249,6 +258,7 @@ fn message(i: usize, value: Value) -> Result<ChatMessage, ApiError> {
         name: f.string("name")?,
         tool_calls,
         tool_call_id: f.string("tool_call_id")?,
+        reasoning_content: None,
     })
 }
 
@@ -281,17 +291,26 @@ fn part(param: &str, value: Value) -> Result<ContentPart, ApiError> {
     }
 }
 
-fn tool_call(value: &Value) -> ToolCall {
+fn tool_call(param: &str, value: &Value) -> Result<ToolCall, ApiError> {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
     let function = value.get("function");
-    ToolCall {
+    let arguments = match function.and_then(|f| f.get("arguments")) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        // OpenAI's schema: the arguments are JSON *text*, as the model wrote them.
+        Some(_) => {
+            let msg = format!("`{param}.function.arguments` must be a string of JSON");
+            return Err(ApiError::invalid(param, msg));
+        }
+    };
+    Ok(ToolCall {
         id: text(value.get("id")),
         r#type: text(value.get("type")),
         function: Some(FunctionCall {
             name: text(function.and_then(|f| f.get("name"))),
-            arguments: text(function.and_then(|f| f.get("arguments"))),
+            arguments,
         }),
-    }
+    })
 }
 
 fn tool(i: usize, value: Value) -> Result<Tool, ApiError> {
@@ -383,6 +402,9 @@ fn message_json(m: Option<&ChatMessage>) -> Value {
         return json!({"role": "assistant", "content": null});
     };
     let mut out = json!({"role": m.role, "content": m.content});
+    if let Some(reasoning) = &m.reasoning_content {
+        out["reasoning_content"] = reasoning.clone().into();
+    }
     if !m.tool_calls.is_empty() {
         out["tool_calls"] = m
             .tool_calls

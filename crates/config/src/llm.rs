@@ -18,8 +18,9 @@ pub struct LlmConfig {
     /// A server's `GET /metrics` (vLLM's queue and KV-cache gauges) is read this often to route
     /// by load; 0: route on our own in-flight counts only.
     pub load_interval_ms: u64,
-    /// One attempt's first chunk (a stream) or first byte must come within this; until then
-    /// the call may be retried or fall back.
+    /// A stream attempt's first chunk must come within this; until then the call may be
+    /// retried or fall back. (A unary answer comes after the whole generation: it is bounded
+    /// by `request_timeout_ms`.)
     pub ttft_timeout_ms: u64,
     /// Longest pause between two chunks of a stream; past it the stream ends with an error.
     pub stream_idle_timeout_ms: u64,

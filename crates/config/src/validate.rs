@@ -29,10 +29,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     upstream_ok(cfg)?;
-    if !cfg.models.values().any(|m| m.enabled) {
+    // An LLM-only gateway needs no embedding model (and not their memory).
+    if !cfg.models.values().any(|m| m.enabled) && cfg.llm.servers.is_empty() {
         return invalid(
             "models",
-            "at least one model must be configured and enabled",
+            "at least one model must be configured and enabled (or an [[llm.servers]] entry)",
         );
     }
     let mut names = std::collections::HashMap::new();

@@ -10,7 +10,7 @@
 //!   when every server of the model has an open breaker (or stopped listing it).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -121,27 +121,34 @@ impl HealthControl {
     pub async fn follow_llm(self, llm: Arc<LlmCore>) {
         let mut changes = llm.fleet().map(|f| f.router().watch_state());
         self.set(COMPLETION_SERVICE, ServingStatus::Serving).await;
+        // What was last published: Watch clients hear changes, not a repeat every tick.
+        let mut published: BTreeMap<String, ServingStatus> = BTreeMap::new();
         loop {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
             let models = llm.fleet().map(|f| f.models().models).unwrap_or_default();
-            let now: BTreeSet<String> = models.iter().map(|m| llm_service(&m.id)).collect();
-            let gone: Vec<String> = {
-                let mut known = self.llm_services.lock().unwrap_or_else(|e| e.into_inner());
-                let gone = known.difference(&now).cloned().collect();
-                known.extend(now.iter().cloned());
-                gone
-            };
+            // A model no server lists any more is NOT_SERVING, not forgotten.
+            let mut wanted: BTreeMap<String, ServingStatus> = published
+                .keys()
+                .map(|s| (s.clone(), ServingStatus::NotServing))
+                .collect();
             for model in &models {
                 let status = match model.state.as_str() {
                     "ready" => ServingStatus::Serving,
                     _ => ServingStatus::NotServing,
                 };
-                self.set(&llm_service(&model.id), status).await;
+                wanted.insert(llm_service(&model.id), status);
             }
-            for service in gone {
-                self.set(&service, ServingStatus::NotServing).await;
+            self.llm_services
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(wanted.keys().cloned());
+            for (service, status) in wanted {
+                if published.get(&service) != Some(&status) {
+                    self.set(&service, status).await;
+                    published.insert(service, status);
+                }
             }
             if self.closing.load(Ordering::Acquire) {
                 self.set_all(ServingStatus::NotServing).await;

@@ -32,7 +32,7 @@ pub struct LlmCore {
 
 impl LlmCore {
     /// Builds the router over the servers (none: every model is unknown), reads each one's
-    /// models (bounded by `settings.ttft_timeout`), and starts discovery and load scraping.
+    /// models (each call bounded by 5 s), and starts discovery and load scraping.
     pub async fn start(
         servers: Option<RouterSettings>,
         settings: LlmSettings,
@@ -94,8 +94,8 @@ impl LlmCore {
         let started = Instant::now();
         let result = self.unary_inner::<F>(&request, started, deadline).await;
         let outcome = result.as_ref().map_or_else(LlmError::outcome, |_| "ok");
-        self.metrics
-            .request(F::model(&request), F::KIND, false, outcome);
+        let label = self.label(F::model(&request));
+        self.metrics.request(&label, F::KIND, false, outcome);
         result
     }
 
@@ -165,8 +165,8 @@ impl LlmCore {
         let result = self.open_stream::<F>(&request, started, deadline).await;
         if let Err(error) = &result {
             // A committed stream records its own outcome when it ends.
-            self.metrics
-                .request(F::model(&request), F::KIND, true, error.outcome());
+            let label = self.label(F::model(&request));
+            self.metrics.request(&label, F::KIND, true, error.outcome());
         }
         result
     }
@@ -224,6 +224,13 @@ impl LlmCore {
             }
         }
         Err(last.unwrap_or_else(|| LlmError::ModelNotFound(F::model(request).to_string())))
+    }
+
+    /// The metrics label for a requested name: the model it resolves to, or `unknown`, so
+    /// a caller making up names cannot make up time series.
+    fn label(&self, requested: &str) -> String {
+        let route = self.fleet.as_ref().and_then(|f| f.catalog.route(requested));
+        route.map_or_else(|| "unknown".to_string(), |r| r.model)
     }
 
     /// The caller's deadline, never later than `llm.request_timeout_ms` from now.

@@ -6,7 +6,7 @@ use citadel_proto::v1::{
     CompletionUsage,
 };
 
-use crate::{LlmError, wire};
+use crate::{LlmError, fleet::Urls, wire};
 
 pub(crate) trait Flavor: Send + Sync + 'static {
     type Request: Send + Sync;
@@ -16,11 +16,13 @@ pub(crate) trait Flavor: Send + Sync + 'static {
     /// The request field a context-length refusal is about.
     const INPUT_PARAM: &'static str;
 
+    /// Where a server takes this kind.
+    fn url(urls: &Urls) -> &reqwest::Url;
     fn model(request: &Self::Request) -> &str;
     fn validate(request: &Self::Request) -> Result<(), LlmError>;
     fn body(request: &Self::Request, model: &str, stream: bool) -> Vec<u8>;
     fn response(body: &[u8]) -> wire::Parsed<Self::Response>;
-    fn chunk(data: &str) -> wire::Parsed<Result<Self::Chunk, String>>;
+    fn chunk(data: &str) -> wire::Parsed<Result<Self::Chunk, wire::InBand>>;
     /// Names the server that answered; returns the usage.
     fn stamp_response(r: &mut Self::Response, server: &str) -> Option<CompletionUsage>;
     fn stamp_chunk(c: &mut Self::Chunk, server: &str) -> Option<CompletionUsage>;
@@ -34,6 +36,10 @@ impl Flavor for Chat {
     type Chunk = ChatChunk;
     const KIND: &'static str = "chat";
     const INPUT_PARAM: &'static str = "messages";
+
+    fn url(urls: &Urls) -> &reqwest::Url {
+        &urls.chat
+    }
 
     fn model(request: &ChatRequest) -> &str {
         &request.model
@@ -55,8 +61,8 @@ impl Flavor for Chat {
                 );
                 return Err(LlmError::invalid(&format!("messages[{i}].role"), message));
             }
-            if let Some(part) = m.parts.iter().find(|p| p.r#type.is_empty()) {
-                let message = format!("messages[{i}].content has a part without a type ({part:?})");
+            if let Some(j) = m.parts.iter().position(|p| p.r#type.is_empty()) {
+                let message = format!("messages[{i}].content[{j}] has no `type`");
                 return Err(LlmError::invalid(
                     &format!("messages[{i}].content"),
                     message,
@@ -74,7 +80,7 @@ impl Flavor for Chat {
         wire::chat_response(body)
     }
 
-    fn chunk(data: &str) -> wire::Parsed<Result<ChatChunk, String>> {
+    fn chunk(data: &str) -> wire::Parsed<Result<ChatChunk, wire::InBand>> {
         wire::chat_chunk(data)
     }
 
@@ -98,6 +104,10 @@ impl Flavor for Text {
     const KIND: &'static str = "text";
     const INPUT_PARAM: &'static str = "prompt";
 
+    fn url(urls: &Urls) -> &reqwest::Url {
+        &urls.completions
+    }
+
     fn model(request: &CompleteRequest) -> &str {
         &request.model
     }
@@ -120,7 +130,7 @@ impl Flavor for Text {
         wire::complete_response(body)
     }
 
-    fn chunk(data: &str) -> wire::Parsed<Result<CompleteChunk, String>> {
+    fn chunk(data: &str) -> wire::Parsed<Result<CompleteChunk, wire::InBand>> {
         wire::complete_chunk(data)
     }
 

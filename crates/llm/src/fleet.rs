@@ -1,14 +1,11 @@
-//! The LLM servers as one router: their URLs, the models each serves (discovered by the probe,
-//! a `GET /v1/models`), and the load each reports (vLLM's `/metrics`), which the balancer adds
+//! The LLM servers as one router: their URLs, the models each serves (read from each server's
+//! `GET /v1/models`), and the load each reports (vLLM's `/metrics`), which the balancer adds
 //! to our own in-flight counts.
 
 use std::{sync::Arc, time::Duration};
 
 use citadel_proto::v1::{ListLlmModelsResponse, LlmModel, LlmServer};
-use citadel_routing::{
-    AttemptError, BreakerState, ClientPool, Endpoint, Probe, Router, RouterSettings,
-};
-use futures_util::FutureExt;
+use citadel_routing::{AttemptError, BreakerState, ClientPool, Endpoint, Router, RouterSettings};
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{LlmSettings, catalog::Catalog, flavor::Flavor};
@@ -20,10 +17,13 @@ const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request for a model no server is known to serve re-reads the servers' lists, at most
 /// this often (a flood of unknown names must not become a flood of discovery calls).
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a request waits for that re-read.
+const REFRESH_LIMIT: Duration = Duration::from_secs(2);
 
-struct Urls {
-    chat: reqwest::Url,
-    completions: reqwest::Url,
+/// One server's URLs, built once from its base.
+pub(crate) struct Urls {
+    pub(crate) chat: reqwest::Url,
+    pub(crate) completions: reqwest::Url,
     models: reqwest::Url,
     metrics: reqwest::Url,
 }
@@ -32,7 +32,8 @@ pub struct Fleet {
     pub(crate) router: Arc<Router>,
     pub(crate) catalog: Arc<Catalog>,
     urls: Arc<Vec<Urls>>,
-    scrapers: Vec<JoinHandle<()>>,
+    /// Discovery and load scraping.
+    tasks: Vec<JoinHandle<()>>,
     /// When the lists were last re-read on demand; held while one is under way.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -56,39 +57,30 @@ impl Fleet {
             settings.fallbacks.clone(),
         ));
         // Start-up reads every server's models once, side by side, so a configured fleet
-        // serves from the first request; a server that is down is found by the probes later.
+        // serves from the first request; one that is down is read again later.
         let first = (0..urls.len()).map(|i| discover(&router, &urls, &catalog, i));
         futures_util::future::join_all(first).await;
 
-        let (probe_urls, probe_catalog) = (urls.clone(), catalog.clone());
-        let probe: Probe = Arc::new(move |attempt| {
-            let (urls, catalog) = (probe_urls.clone(), probe_catalog.clone());
-            async move {
-                let body = fetch(
-                    &attempt.endpoint,
-                    urls[attempt.index].models.clone(),
-                    attempt.limit,
-                )
-                .await?;
-                catalog
-                    .update(attempt.index, &body)
-                    .map(drop)
-                    .map_err(AttemptError::Malformed)
-            }
-            .boxed()
-        });
-        router.start_probes(settings.discovery_interval, DISCOVERY_TIMEOUT, probe);
-        let scrapers = match settings.load_interval {
-            Some(every) => (0..urls.len())
-                .map(|i| tokio::spawn(scrape(router.clone(), urls.clone(), i, every)))
-                .collect(),
-            None => Vec::new(),
-        };
+        // Discovery is not a probe: a model list that answers says nothing about whether
+        // completions do, so it must not close a breaker that failed completions opened.
+        // Breakers of LLM servers recover through their half-open trials.
+        let every = settings.discovery_interval;
+        let mut tasks = vec![tokio::spawn(rediscover(
+            router.clone(),
+            urls.clone(),
+            catalog.clone(),
+            every,
+        ))];
+        if let Some(every) = settings.load_interval {
+            let scrapers = (0..urls.len())
+                .map(|i| tokio::spawn(scrape(router.clone(), urls.clone(), i, every)));
+            tasks.extend(scrapers);
+        }
         Ok(Fleet {
             router,
             catalog,
             urls,
-            scrapers,
+            tasks,
             refreshed: tokio::sync::Mutex::new(None),
         })
     }
@@ -103,15 +95,13 @@ impl Fleet {
         }
         let all =
             (0..self.urls.len()).map(|i| discover(&self.router, &self.urls, &self.catalog, i));
-        futures_util::future::join_all(all).await;
+        // Bounded: the caller is waiting for an answer, not for a slow server's list.
+        let _ = tokio::time::timeout(REFRESH_LIMIT, futures_util::future::join_all(all)).await;
         *last = Some(Instant::now());
     }
 
     pub(crate) fn url<F: Flavor>(&self, i: usize) -> reqwest::Url {
-        match F::KIND {
-            "chat" => self.urls[i].chat.clone(),
-            _ => self.urls[i].completions.clone(),
-        }
+        F::url(&self.urls[i]).clone()
     }
 
     /// The models served now, with their servers, and the aliases.
@@ -190,7 +180,7 @@ impl Fleet {
 
     pub(crate) fn close(&self) {
         self.router.close();
-        self.scrapers.iter().for_each(JoinHandle::abort);
+        self.tasks.iter().for_each(JoinHandle::abort);
     }
 }
 
@@ -232,6 +222,20 @@ async fn fetch(
         .await?
         .bytes(MAX_LIST_BYTES)
         .await
+}
+
+/// Re-reads every server's models every `every`.
+async fn rediscover(
+    router: Arc<Router>,
+    urls: Arc<Vec<Urls>>,
+    catalog: Arc<Catalog>,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let all = (0..urls.len()).map(|i| discover(&router, &urls, &catalog, i));
+        futures_util::future::join_all(all).await;
+    }
 }
 
 async fn discover(router: &Router, urls: &[Urls], catalog: &Catalog, i: usize) {

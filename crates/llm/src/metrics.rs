@@ -73,9 +73,13 @@ impl LlmMetrics {
         self.ttft.record(took.as_secs_f64(), &attrs);
     }
 
-    pub(crate) fn itl(&self, model: &str, took: Duration) {
-        let attrs = [KeyValue::new("model", model.to_string())];
-        self.itl.record(took.as_secs_f64(), &attrs);
+    /// The attributes of one model, built once per stream rather than once per chunk.
+    pub(crate) fn model_attrs(model: &str) -> [KeyValue; 1] {
+        [KeyValue::new("model", model.to_string())]
+    }
+
+    pub(crate) fn itl(&self, attrs: &[KeyValue], took: Duration) {
+        self.itl.record(took.as_secs_f64(), attrs);
     }
 
     pub(crate) fn tokens(&self, model: &str, server: &str, prompt: u32, completion: u32) {

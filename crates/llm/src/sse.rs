@@ -16,6 +16,9 @@ pub(crate) enum Event {
 #[derive(Default)]
 pub(crate) struct SseParser {
     buffer: BytesMut,
+    /// Bytes of `buffer` already searched for a separator without finding one: a trickled
+    /// event is scanned once, not once per read.
+    scanned: usize,
 }
 
 impl SseParser {
@@ -33,6 +36,7 @@ impl SseParser {
         while let Some((end, skip)) = self.boundary() {
             let raw = self.buffer.split_to(end);
             self.buffer.advance(skip);
+            self.scanned = 0;
             let text = std::str::from_utf8(&raw).map_err(|_| "sent an event that is not UTF-8")?;
             let data: Vec<&str> = text
                 .lines()
@@ -52,9 +56,11 @@ impl SseParser {
     }
 
     /// Where the first event ends, and how long its separator is.
-    fn boundary(&self) -> Option<(usize, usize)> {
+    fn boundary(&mut self) -> Option<(usize, usize)> {
         let b = &self.buffer[..];
-        (0..b.len()).find_map(|i| {
+        // A separator may straddle the end of what was scanned: step back over it.
+        let from = self.scanned.saturating_sub(3);
+        let found = (from..b.len()).find_map(|i| {
             if b[i..].starts_with(b"\n\n") {
                 Some((i, 2))
             } else if b[i..].starts_with(b"\r\n\r\n") {
@@ -62,7 +68,11 @@ impl SseParser {
             } else {
                 None
             }
-        })
+        });
+        if found.is_none() {
+            self.scanned = b.len();
+        }
+        found
     }
 }
 
@@ -84,5 +94,18 @@ mod tests {
         );
         assert_eq!(p.next_event().unwrap(), Some(Event::Done));
         assert_eq!(p.next_event().unwrap(), None);
+    }
+
+    #[test]
+    fn an_event_trickled_byte_by_byte_is_found_once_complete() {
+        let mut p = SseParser::default();
+        let mut events = Vec::new();
+        for byte in b"data: {\"n\": 1}\r\n\r\ndata: [DONE]\n\n" {
+            p.push(&[*byte]).unwrap();
+            while let Some(e) = p.next_event().unwrap() {
+                events.push(e);
+            }
+        }
+        assert_eq!(events, [Event::Data("{\"n\": 1}".into()), Event::Done]);
     }
 }

@@ -40,11 +40,12 @@ pub(crate) async fn open<F: Flavor>(mut response: Response) -> Result<Opened<F>,
                         parser,
                         first,
                     }),
-                    // Nothing has reached the caller yet: another server may do better.
-                    Err(message) => Err(AttemptError::Status {
-                        code: 500,
+                    // Nothing has reached the caller yet: a 5xx may go better elsewhere, a 4xx is
+                    // the request's and is passed on as such.
+                    Err(in_band) => Err(AttemptError::Status {
+                        code: in_band.code,
                         error: citadel_routing::UpstreamError {
-                            message,
+                            message: in_band.message,
                             ..Default::default()
                         },
                         retry_after: None,
@@ -81,6 +82,7 @@ struct Live<F: Flavor> {
     last: Instant,
     finished: bool,
     metrics: Arc<LlmMetrics>,
+    attrs: [opentelemetry::KeyValue; 1],
     outcome: &'static str,
     _flavor: PhantomData<F>,
 }
@@ -98,7 +100,7 @@ impl<F: Flavor> Live<F> {
                 Ok(Some(Event::Data(data))) => {
                     return Some(match F::chunk(&data) {
                         Ok(Ok(chunk)) => Ok(self.stamp(chunk)),
-                        Ok(Err(message)) => Err(self.fail("failed mid-stream", &message)),
+                        Ok(Err(in_band)) => Err(self.fail("failed mid-stream", &in_band.message)),
                         Err(bad) => Err(self.fail("sent an unusable chunk", &bad)),
                     });
                 }
@@ -147,7 +149,7 @@ impl<F: Flavor> Live<F> {
 
     fn stamp(&mut self, mut chunk: F::Chunk) -> F::Chunk {
         let now = Instant::now();
-        self.metrics.itl(&self.model, now - self.last);
+        self.metrics.itl(&self.attrs, now - self.last);
         self.last = now;
         if let Some(usage) = F::stamp_chunk(&mut chunk, &self.server) {
             self.metrics.tokens(
@@ -198,6 +200,7 @@ pub(crate) fn committed<F: Flavor>(
     metrics.ttft(&model, now - started);
     metrics.stream_opened(&model);
     let server: Arc<str> = opened.response.endpoint().name().into();
+    let attrs = LlmMetrics::model_attrs(&model);
     let live = Live::<F> {
         response: opened.response,
         parser: opened.parser,
@@ -209,6 +212,7 @@ pub(crate) fn committed<F: Flavor>(
         last: now,
         finished: false,
         metrics,
+        attrs,
         outcome: "ok",
         _flavor: PhantomData,
     };

@@ -163,14 +163,30 @@ fn object(body: &[u8]) -> Parsed<Object> {
     }
 }
 
-/// An in-band `{"error": {...}}` event (vLLM sends one when generation fails mid-stream).
-pub(crate) fn in_band_error(o: &Object) -> Option<String> {
-    let error = o.get("error")?;
+/// The error an in-band `{"error": {...}}` event carries (vLLM sends one when generation
+/// fails mid-stream): its HTTP-style code (500 when it gives none) and message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct InBand {
+    pub(crate) code: u16,
+    pub(crate) message: String,
+}
+
+fn in_band_error(o: &Object) -> Option<InBand> {
+    let error = o.get("error")?.as_object()?;
     let message = error
         .get("message")
         .and_then(Value::as_str)
-        .map_or_else(|| error.to_string(), str::to_string);
-    Some(message.chars().take(200).collect())
+        .map_or_else(|| Value::Object(error.clone()).to_string(), str::to_string);
+    let code = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..=599).contains(c))
+        .unwrap_or(500);
+    Some(InBand {
+        code,
+        message: message.chars().take(200).collect(),
+    })
 }
 
 fn text(o: &Object, key: &str) -> String {
@@ -248,6 +264,7 @@ pub(crate) fn chat_response(body: &[u8]) -> Parsed<ChatResponse> {
                 role: text(m, "role"),
                 content: opt_text(m, "content"),
                 tool_calls: tool_calls(m),
+                reasoning_content: opt_text(m, "reasoning_content"),
                 ..ChatMessage::default()
             });
             Ok(ChatChoice {
@@ -270,7 +287,7 @@ pub(crate) fn chat_response(body: &[u8]) -> Parsed<ChatResponse> {
 }
 
 /// One stream chunk, or the in-band error it carries (`Ok(Err(message))`).
-pub(crate) fn chat_chunk(data: &str) -> Parsed<Result<ChatChunk, String>> {
+pub(crate) fn chat_chunk(data: &str) -> Parsed<Result<ChatChunk, InBand>> {
     let o = object(data.as_bytes())?;
     if let Some(error) = in_band_error(&o) {
         return Ok(Err(error));
@@ -350,7 +367,7 @@ pub(crate) fn complete_response(body: &[u8]) -> Parsed<CompleteResponse> {
     })
 }
 
-pub(crate) fn complete_chunk(data: &str) -> Parsed<Result<CompleteChunk, String>> {
+pub(crate) fn complete_chunk(data: &str) -> Parsed<Result<CompleteChunk, InBand>> {
     let o = object(data.as_bytes())?;
     if let Some(error) = in_band_error(&o) {
         return Ok(Err(error));

@@ -173,7 +173,9 @@ impl Router {
             let judged = limit == attempt_limit;
             match self.attempt(route, i, limit, judged, &mut call).await {
                 Ok(answer) => return Ok(answer),
-                Err(error) if !error.is_retryable() => return Err(self.give_up(i, error)),
+                Err(error) if !error.is_retryable() => {
+                    return Err(self.give_up(i, error, candidates));
+                }
                 Err(error) => last = Some((i, error)),
             }
         }
@@ -182,7 +184,7 @@ impl Router {
             return Err(RouteError::DeadlineExceeded { elapsed });
         }
         Err(match last {
-            Some((i, error)) => self.give_up(i, error),
+            Some((i, error)) => self.give_up(i, error, candidates),
             None => self.all_open(candidates),
         })
     }
@@ -224,8 +226,10 @@ impl Router {
             }
             Err(e) => {
                 endpoint.note(Some(e.to_string()));
-                let timed_out = matches!(e, AttemptError::Timeout(_));
-                if e.counts_against_endpoint() && (judged || !timed_out) {
+                // A time-out shorter than the attempt's limit is the endpoint's own (first
+                // byte, idle): judged whatever the caller's deadline.
+                let cut_short = matches!(e, AttemptError::Timeout(d) if *d >= limit);
+                if e.counts_against_endpoint() && (judged || !cut_short) {
                     self.settle(i, endpoint.breaker.on_failure(Instant::now()));
                 }
             }
@@ -263,14 +267,14 @@ impl Router {
     }
 
     /// The caller's error once no more attempts will be made.
-    fn give_up(&self, i: usize, error: AttemptError) -> RouteError {
+    fn give_up(&self, i: usize, error: AttemptError, candidates: &[usize]) -> RouteError {
         let endpoint = self.endpoints[i].url.clone();
         if error.is_input_error() {
             return RouteError::Refused { endpoint, error };
         }
         if error.is_transient() {
             let reason = format!("no upstream server answered; last: {endpoint} {error}");
-            let retry_after = error.retry_after().or_else(|| self.reopens_in());
+            let retry_after = error.retry_after().or_else(|| self.reopens_in(candidates));
             return RouteError::Unavailable {
                 reason,
                 retry_after,
@@ -287,17 +291,17 @@ impl Router {
         );
         RouteError::Unavailable {
             reason,
-            retry_after: self.reopens_in(),
+            retry_after: self.reopens_in(candidates),
             last: None,
         }
     }
 
-    /// The soonest an open breaker lets a trial through.
-    fn reopens_in(&self) -> Option<Duration> {
+    /// The soonest an open breaker among `candidates` lets a trial through.
+    fn reopens_in(&self, candidates: &[usize]) -> Option<Duration> {
         let now = Instant::now();
-        self.endpoints
+        candidates
             .iter()
-            .filter_map(|e| e.breaker.reopens_in(now))
+            .filter_map(|&i| self.endpoints[i].breaker.reopens_in(now))
             .min()
     }
 

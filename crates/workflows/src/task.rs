@@ -76,7 +76,8 @@ impl TaskContext {
         }
     }
 
-    /// What an earlier attempt of this workflow had finished (its last `save_checkpoint`).
+    /// What an earlier attempt of this workflow had finished (its last `save_checkpoint`;
+    /// kept until the workflow succeeds, so a manual retry of a failure resumes too).
     pub fn checkpoint(&self) -> Option<&Json> {
         self.checkpoint.as_ref()
     }

@@ -20,7 +20,8 @@ impl MigratorTrait for Migrator {
 }
 
 /// A task's checkpoint: what an attempt finished, so a retry resumes instead of redoing it
-/// (`TaskContext::save_checkpoint`). Not an event: the version is untouched.
+/// (`TaskContext::save_checkpoint`). Not an event: the version is untouched. Kept through
+/// failures (a manual retry resumes too), dropped on SUCCESS.
 struct AddCheckpoint;
 
 impl MigrationName for AddCheckpoint {

@@ -198,7 +198,7 @@ impl Store {
                progress_message = COALESCE($11, progress_message), \
                finished_us = CASE WHEN {stop} THEN $7 ELSE $5 END, \
                expires_us = CASE WHEN {stop} THEN $8 ELSE $6 END, \
-               checkpoint = CASE WHEN $5 IS NULL THEN checkpoint ELSE NULL END, \
+               checkpoint = CASE WHEN $1 = 'SUCCESS' THEN NULL ELSE checkpoint END, \
                lease_expires_us = NULL, updated_us = $7, version = version + 1 WHERE {fence}"
         );
         let mut values: Vec<Value> = vec![

@@ -9,7 +9,10 @@
 //!   "model"?, "max_tokens"?, "temperature"?}]`, run in order; a prompt may use `{{inputs.x}}`
 //!   and `{{steps.y}}` for an earlier step's answer. Each finished step is checkpointed.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use citadel_proto::v1::{
     ChatMessage, ChatRequest, Sampling, completion_service_client::CompletionServiceClient,
@@ -35,6 +38,8 @@ const MAX_STEPS: usize = 64;
 const CALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest `input_file` read.
 const MAX_INPUT_BYTES: u64 = 256 << 20;
+/// A batch's answers so far are checkpointed at least this often.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct LlmBatch(pub LlmSettings);
 pub struct LlmChain(pub LlmSettings);
@@ -241,19 +246,31 @@ impl Task for LlmBatch {
                 ..ChatRequest::default()
             };
             async move {
-                complete(client, request)
-                    .await
-                    .map(|r| answer_json(i, &id, &r))
+                match complete(client, request).await {
+                    Ok(r) => Ok(answer_json(i, &id, &r)),
+                    // One prompt the server refuses (too long, a bad role) is that item's
+                    // answer, as in OpenAI's batch API; an outage fails the attempt, and the
+                    // retry resumes.
+                    Err(e) if !e.retryable => Ok(json!({"index": i, "id": id, "error": e.message})),
+                    Err(e) => Err(e),
+                }
             }
         }))
         .buffer_unordered(concurrency.max(1));
+        // The checkpoint is the answers so far, so it is written about 50 times per batch (and
+        // at least every 2 s), not per item: per item, a long batch would write O(n^2) bytes.
+        let every = (total / 50).max(1);
+        let mut saved = Instant::now();
         while let Some(answer) = answers.next().await {
             let answer = answer?;
             let index = answer["index"].as_u64().unwrap_or(0) as usize;
             done.insert(index, answer);
             let finished = done.len() as u64;
-            ctx.save_checkpoint(&json!({"done": done.values().collect::<Vec<_>>()}))
-                .await;
+            if finished.is_multiple_of(every) || saved.elapsed() >= CHECKPOINT_INTERVAL {
+                ctx.save_checkpoint(&json!({"done": done.values().collect::<Vec<_>>()}))
+                    .await;
+                saved = Instant::now();
+            }
             ctx.progress(finished, total, &format!("{finished}/{total} prompts"))
                 .await;
         }
@@ -263,9 +280,12 @@ impl Task for LlmBatch {
             completion += a["usage"]["completion_tokens"].as_u64().unwrap_or(0);
         }
         ctx.final_progress(total, total, &format!("{total}/{total} prompts"));
-        Ok(json!({"model": model, "count": total, "resumed": resumed,
+        let failed = done.values().filter(|a| a.get("error").is_some()).count();
+        Ok(
+            json!({"model": model, "count": total, "resumed": resumed, "failed": failed,
                   "results": done.into_values().collect::<Vec<_>>(),
-                  "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}))
+                  "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}),
+        )
     }
 }
 
