@@ -203,6 +203,7 @@ pub(crate) fn chat_request(body: Value) -> Result<(ChatRequest, Delivery), ApiEr
         logprobs: f.bool("logprobs")?,
         top_logprobs: f.uint("top_logprobs")?,
         extra: None,
+        raw_chunks: false,
     };
     let delivery = f.delivery()?;
     Ok((
@@ -364,6 +365,7 @@ pub(crate) fn complete_request(body: Value) -> Result<(CompleteRequest, Delivery
         logprobs: f.uint("logprobs")?,
         best_of: f.uint("best_of")?,
         extra: None,
+        raw_chunks: false,
     };
     let delivery = f.delivery()?;
     Ok((

@@ -180,6 +180,7 @@ impl LlmCore {
         F::validate(request)?;
         let (fleet, routes) = self.routes(F::model(request)).await?;
         let deadline = self.deadline(started, deadline);
+        let raw = F::raw(request);
         let mut last = None;
         for route in routes {
             let body = Bytes::from(F::body(request, &route.model, true));
@@ -194,7 +195,7 @@ impl LlmCore {
                         .header(reqwest::header::ACCEPT, "text/event-stream")
                         .body(body);
                     let response = endpoint.send(request, attempt.limit).await?;
-                    stream::open::<F>(response).await
+                    stream::open::<F>(response, raw).await
                 }
             };
             let servers = Some(route.servers.as_slice());
@@ -211,6 +212,7 @@ impl LlmCore {
                         route.model,
                         started,
                         deadline,
+                        raw,
                         metrics,
                     ));
                 }

@@ -23,6 +23,10 @@ pub(crate) trait Flavor: Send + Sync + 'static {
     fn body(request: &Self::Request, model: &str, stream: bool) -> Vec<u8>;
     fn response(body: &[u8]) -> wire::Parsed<Self::Response>;
     fn chunk(data: &str) -> wire::Parsed<Result<Self::Chunk, wire::InBand>>;
+    /// Whether the caller wants chunks as the server's JSON (`raw_chunks`).
+    fn raw(request: &Self::Request) -> bool;
+    /// A chunk carrying the server's JSON as it came.
+    fn raw_chunk(data: &str, usage: Option<CompletionUsage>) -> Self::Chunk;
     /// Names the server that answered; returns the usage.
     fn stamp_response(r: &mut Self::Response, server: &str) -> Option<CompletionUsage>;
     fn stamp_chunk(c: &mut Self::Chunk, server: &str) -> Option<CompletionUsage>;
@@ -76,6 +80,18 @@ impl Flavor for Chat {
         wire::chat_body(request, model, stream)
     }
 
+    fn raw(request: &ChatRequest) -> bool {
+        request.raw_chunks
+    }
+
+    fn raw_chunk(data: &str, usage: Option<CompletionUsage>) -> ChatChunk {
+        ChatChunk {
+            raw_json: data.as_bytes().to_vec(),
+            usage,
+            ..ChatChunk::default()
+        }
+    }
+
     fn response(body: &[u8]) -> wire::Parsed<ChatResponse> {
         wire::chat_response(body)
     }
@@ -124,6 +140,18 @@ impl Flavor for Text {
 
     fn body(request: &CompleteRequest, model: &str, stream: bool) -> Vec<u8> {
         wire::complete_body(request, model, stream)
+    }
+
+    fn raw(request: &CompleteRequest) -> bool {
+        request.raw_chunks
+    }
+
+    fn raw_chunk(data: &str, usage: Option<CompletionUsage>) -> CompleteChunk {
+        CompleteChunk {
+            raw_json: data.as_bytes().to_vec(),
+            usage,
+            ..CompleteChunk::default()
+        }
     }
 
     fn response(body: &[u8]) -> wire::Parsed<CompleteResponse> {

@@ -16,6 +16,7 @@ use crate::{
     flavor::Flavor,
     metrics::LlmMetrics,
     sse::{Event, SseParser},
+    wire,
 };
 
 /// Chunks of one completion, in the server's order; the last carries the usage.
@@ -29,12 +30,15 @@ pub(crate) struct Opened<F: Flavor> {
 }
 
 /// Reads until the first chunk: the gate every attempt must pass before it is committed.
-pub(crate) async fn open<F: Flavor>(mut response: Response) -> Result<Opened<F>, AttemptError> {
+pub(crate) async fn open<F: Flavor>(
+    mut response: Response,
+    raw: bool,
+) -> Result<Opened<F>, AttemptError> {
     let mut parser = SseParser::default();
     loop {
         match parser.next_event().map_err(AttemptError::Malformed)? {
             Some(Event::Data(data)) => {
-                return match F::chunk(&data).map_err(AttemptError::Malformed)? {
+                return match parse::<F>(raw, &data).map_err(AttemptError::Malformed)? {
                     Ok(first) => Ok(Opened {
                         response,
                         parser,
@@ -70,6 +74,14 @@ pub(crate) async fn open<F: Flavor>(mut response: Response) -> Result<Opened<F>,
     }
 }
 
+/// One event's chunk: typed, or (`raw`) the server's JSON passed on as it came.
+fn parse<F: Flavor>(raw: bool, data: &str) -> wire::Parsed<Result<F::Chunk, wire::InBand>> {
+    if !raw {
+        return F::chunk(data);
+    }
+    Ok(wire::raw_chunk(data)?.map(|usage| F::raw_chunk(data, usage)))
+}
+
 /// Where a committed stream is.
 struct Live<F: Flavor> {
     response: Response,
@@ -81,6 +93,7 @@ struct Live<F: Flavor> {
     total_ms: u128,
     last: Instant,
     finished: bool,
+    raw: bool,
     metrics: Arc<LlmMetrics>,
     attrs: [opentelemetry::KeyValue; 1],
     outcome: &'static str,
@@ -98,7 +111,7 @@ impl<F: Flavor> Live<F> {
         loop {
             match self.parser.next_event() {
                 Ok(Some(Event::Data(data))) => {
-                    return Some(match F::chunk(&data) {
+                    return Some(match parse::<F>(self.raw, &data) {
                         Ok(Ok(chunk)) => Ok(self.stamp(chunk)),
                         Ok(Err(in_band)) => Err(self.fail("failed mid-stream", &in_band.message)),
                         Err(bad) => Err(self.fail("sent an unusable chunk", &bad)),
@@ -194,6 +207,7 @@ pub(crate) fn committed<F: Flavor>(
     model: String,
     started: Instant,
     deadline: Instant,
+    raw: bool,
     metrics: Arc<LlmMetrics>,
 ) -> CompletionStream<F::Chunk> {
     let now = Instant::now();
@@ -211,6 +225,7 @@ pub(crate) fn committed<F: Flavor>(
         total_ms: (deadline - started).as_millis(),
         last: now,
         finished: false,
+        raw,
         metrics,
         attrs,
         outcome: "ok",

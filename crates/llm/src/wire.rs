@@ -318,6 +318,7 @@ pub(crate) fn chat_chunk(data: &str) -> Parsed<Result<ChatChunk, InBand>> {
         choices,
         usage: usage(&o),
         server: String::new(),
+        raw_json: Vec::new(),
     }))
 }
 
@@ -379,5 +380,26 @@ pub(crate) fn complete_chunk(data: &str) -> Parsed<Result<CompleteChunk, InBand>
         choices: text_choices(&o)?,
         usage: usage(&o),
         server: String::new(),
+        raw_json: Vec::new(),
     }))
+}
+
+/// A chunk to pass on as it came (`raw_chunks`): checked to be JSON without building it, its
+/// usage read only when it has one, its in-band error detected. The cheap path: a stream of
+/// 64 chunks would otherwise be parsed, rebuilt and printed again 64 times.
+pub(crate) fn raw_chunk(data: &str) -> Parsed<Result<Option<CompletionUsage>, InBand>> {
+    let has = |key: &str| data.contains(key);
+    if has("\"error\"") || has("\"usage\":{") || has("\"usage\": {") {
+        let o = object(data.as_bytes())?;
+        if let Some(error) = in_band_error(&o) {
+            return Ok(Err(error));
+        }
+        return Ok(Ok(usage(&o)));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(data)
+        .map_err(|e| format!("answered malformed JSON ({e})"))?;
+    if !data.trim_start().starts_with('{') {
+        return Err("answered JSON that is not an object".into());
+    }
+    Ok(Ok(None))
 }

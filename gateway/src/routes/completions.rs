@@ -13,6 +13,7 @@ use axum::{
         sse::{Event, Sse},
     },
 };
+use citadel_proto::v1::{ChatRequest, CompleteRequest};
 use futures_util::{Stream, StreamExt, stream};
 use serde_json::Value;
 use tonic::{Status, codec::Streaming};
@@ -36,11 +37,19 @@ pub async fn chat(
         let answer = state.call_llm(call).await?;
         return Ok(Json(wire::chat_response_json(&answer)).into_response());
     }
+    // OpenAI's chunk format is the server's: pass its JSON on rather than rebuild it.
+    let request = ChatRequest {
+        raw_chunks: true,
+        ..request
+    };
     let call = client.chat_stream(state.llm_request(request, &headers));
     let chunks = state.call_llm(call).await?;
     Ok(sse(chunks, delivery, |c, usage| {
+        if !c.raw_json.is_empty() {
+            return raw_event(&c.raw_json, c.usage.is_some(), usage);
+        }
         let usage_only = c.choices.is_empty() && c.usage.is_some();
-        (!usage_only || usage).then(|| wire::chat_chunk_json(c, usage))
+        (!usage_only || usage).then(|| data(&wire::chat_chunk_json(c, usage)))
     }))
 }
 
@@ -56,25 +65,46 @@ pub async fn complete(
         let answer = state.call_llm(call).await?;
         return Ok(Json(wire::complete_response_json(&answer)).into_response());
     }
+    let request = CompleteRequest {
+        raw_chunks: true,
+        ..request
+    };
     let call = client.complete_stream(state.llm_request(request, &headers));
     let chunks = state.call_llm(call).await?;
     Ok(sse(chunks, delivery, |c, usage| {
+        if !c.raw_json.is_empty() {
+            return raw_event(&c.raw_json, c.usage.is_some(), usage);
+        }
         let usage_only = c.choices.is_empty() && c.usage.is_some();
-        (!usage_only || usage).then(|| wire::complete_chunk_json(c, usage))
+        (!usage_only || usage).then(|| data(&wire::complete_chunk_json(c, usage)))
     }))
 }
 
-/// The gRPC stream as SSE frames. `render` gives a chunk's JSON, or `None` to leave it out
+/// A chunk as the server wrote it. The usage chunk (no choices) reaches only a caller that
+/// asked for usage, and so do the `"usage":null` fields the forced `include_usage` adds.
+fn raw_event(raw: &[u8], has_usage: bool, include_usage: bool) -> Option<Event> {
+    let text = String::from_utf8_lossy(raw);
+    let usage_only = has_usage && text.contains("\"choices\":[]");
+    if usage_only && !include_usage {
+        return None;
+    }
+    Some(match include_usage {
+        true => Event::default().data(text),
+        false => Event::default().data(text.replace(",\"usage\":null", "")),
+    })
+}
+
+/// The gRPC stream as SSE frames. `render` gives a chunk's event, or `None` to leave it out
 /// (the usage chunk a caller did not ask for).
 fn sse<C: Send + 'static>(
     chunks: Streaming<C>,
     delivery: Delivery,
-    render: fn(&C, bool) -> Option<Value>,
+    render: fn(&C, bool) -> Option<Event>,
 ) -> Response {
     let include_usage = delivery.include_usage;
     let events = chunks
         .map(move |item| match item {
-            Ok(chunk) => render(&chunk, include_usage).map(|json| Ok(data(&json))),
+            Ok(chunk) => render(&chunk, include_usage).map(Ok),
             Err(status) => Some(Err(status)),
         })
         .filter_map(std::future::ready);
