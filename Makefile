@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness lint
+.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm lint
 run:
 	scripts/run.sh
 test:
@@ -16,5 +16,7 @@ bench-workflows:
 	bench/run-workflows.sh
 bench-fairness:
 	bench/run-fairness.sh
+bench-llm:
+	bench/run-llm.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
