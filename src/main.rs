@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
+mod keys;
 mod llm;
 mod models;
 mod process;
@@ -44,6 +46,9 @@ enum Command {
     /// Work with a running server's embedding cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Create, list and revoke API keys (in `database.url`).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,7 +65,7 @@ enum ConfigCommand {
 }
 
 #[derive(Debug, Args)]
-struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// A TOML file layered over the embedded defaults (and over the CITADEL_ENV profile).
     #[arg(long, env = "CITADEL_CONFIG")]
     config: Option<PathBuf>,
@@ -91,7 +96,7 @@ struct WorkerArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> Result<Config, ConfigError> {
+    pub(crate) fn load(&self) -> Result<Config, ConfigError> {
         let overrides = Overrides {
             config_file: self.config.clone(),
             env: self.env.clone(),
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Cache(CacheCommand::Warm(args)) => warm::run(&args),
+        Command::Keys(command) => keys::run(command),
         Command::Serve(args) => match args.config.load() {
             Ok(config) => serve::run(config),
             Err(e) => fail(&e),
@@ -122,6 +128,10 @@ fn main() -> ExitCode {
 fn config_check(args: &ConfigArgs) -> ExitCode {
     match args.load() {
         Ok(config) => {
+            // Roles and permission names are the policy's vocabulary: checked there.
+            if let Err(e) = citadel_auth::Roles::from_config(&config.auth) {
+                return fail(&e);
+            }
             match serde_json::to_string_pretty(&config.redacted_json()) {
                 Ok(text) => println!("{text}"),
                 Err(e) => return fail(&e),
@@ -133,7 +143,7 @@ fn config_check(args: &ConfigArgs) -> ExitCode {
     }
 }
 
-fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("error: {error}");
     ExitCode::FAILURE
 }

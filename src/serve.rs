@@ -34,6 +34,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
     // The LLM servers' model lists are read once before serving (each call at most 5 s).
     let llm = crate::llm::start(&config).await?;
+    let policy = crate::auth::policy(&config).await?;
 
     // Workflows: the store (migrated), its events, and the kinds, whose embedding calls go to
     // this process's own gRPC server unless configured elsewhere.
@@ -53,10 +54,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new(&core).await;
-    let grpc_settings = GrpcSettings {
-        max_message_bytes: config.grpc.max_message_bytes,
-        request_body_timeout: Duration::from_millis(config.grpc.request_body_timeout_ms),
-    };
+    let grpc_settings = grpc_settings(&config);
     // The REST edge calls the mesh in memory, through the same service stack the gRPC
     // listener serves, unless `grpc.upstream` names a remote mesh.
     let (channel, upstream) = match config.grpc.upstream.as_str() {
@@ -66,6 +64,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 workflow_api.clone(),
                 llm.clone(),
                 health_service.clone(),
+                policy.clone(),
                 grpc_settings,
             )?;
             (
@@ -80,14 +79,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut grpc = start_grpc(
         &config,
-        grpc_settings,
         core.clone(),
         workflow_api,
         llm.clone(),
         health_service,
+        policy.clone(),
         grpc_listener,
     )?;
-    let mut http = start_http(&config, channel, &upstream, metrics, http_listener)?;
+    let mut http = start_http(&config, channel, &upstream, metrics, policy, http_listener)?;
     tracing::info!(http_addr = %http_addr, grpc_addr = %grpc_addr, %upstream, "citadel listening");
     let readiness = tokio::spawn(announce_ready(
         health.clone(),
@@ -175,17 +174,26 @@ impl Running {
     }
 }
 
+fn grpc_settings(config: &Config) -> GrpcSettings {
+    GrpcSettings {
+        max_message_bytes: config.grpc.max_message_bytes,
+        request_body_timeout: Duration::from_millis(config.grpc.request_body_timeout_ms),
+    }
+}
+
 fn start_grpc(
     config: &Config,
-    settings: GrpcSettings,
     core: Arc<EmbeddingCore>,
     workflows: WorkflowApi,
     llm: Arc<LlmCore>,
     health: HealthServer<impl Health>,
+    policy: Arc<citadel_auth::Policy>,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
-    let service =
-        citadel_grpc::service::<hyper::body::Incoming>(core, workflows, llm, health, settings)?;
+    let settings = grpc_settings(config);
+    let service = citadel_grpc::service::<hyper::body::Incoming>(
+        core, workflows, llm, health, policy, settings,
+    )?;
     let limits = connection_limits("grpc", &config.grpc.connections, config, true);
     Ok(Running::spawn("grpc", |stopped| async move {
         let stopped = async { stopped.await.unwrap_or_default() };
@@ -198,6 +206,7 @@ fn start_http(
     channel: citadel_gateway::MeshChannel,
     upstream: &str,
     metrics: MetricsHandle,
+    policy: Arc<citadel_auth::Policy>,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
     let timeout = Duration::from_millis(config.http.request_timeout_ms);
@@ -210,6 +219,7 @@ fn start_http(
         timeout,
         completion_timeout,
         render,
+        policy,
     );
     let settings = GatewaySettings {
         body_limit_bytes: config.http.body_limit_bytes,

@@ -55,6 +55,9 @@ pub struct WarmArgs {
     /// prompt, so warm with the one your clients will send.
     #[arg(long)]
     prompt_name: Option<String>,
+    /// A Citadel API key (or Clerk session token) for a server with `auth.mode = "required"`.
+    #[arg(long, env = "CITADEL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 pub fn run(args: &WarmArgs) -> ExitCode {
@@ -200,6 +203,13 @@ async fn embed(
             ..Default::default()
         });
         request.set_timeout(CALL_TIMEOUT);
+        if let Some(value) = args
+            .api_key
+            .as_ref()
+            .and_then(|key| format!("Bearer {key}").parse().ok())
+        {
+            request.metadata_mut().insert("authorization", value);
+        }
         match client.embed(request).await {
             Ok(response) => return Ok((inputs.len(), u64::from(response.into_inner().cached))),
             Err(status)

@@ -14,8 +14,8 @@ use citadel_proto::v1::{
 use citadel_workflows::{
     EventHub, Registry, RetryPolicy, Store, Worker, WorkerSettings,
     tasks::{
-        CacheWarm, EmbedBatch, EmbedSettings, FileRoot, LlmBatch, LlmChain, LlmSettings, Noop,
-        Sleep,
+        CacheWarm, Credentials, EmbedBatch, EmbedSettings, FileRoot, LlmBatch, LlmChain,
+        LlmSettings, Noop, Sleep,
     },
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -110,6 +110,9 @@ fn registry(config: &Config, embeddings_url: &str) -> anyhow::Result<Registry> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy();
+    let credentials =
+        Credentials::new(config.workflows.api_key.as_deref()).map_err(anyhow::Error::msg)?;
+    let channel = tonic::service::interceptor::InterceptedService::new(channel, credentials);
     let max = config.grpc.max_message_bytes;
     let llm = LlmSettings {
         client: CompletionServiceClient::new(channel.clone())

@@ -44,6 +44,10 @@ url = "http://127.0.0.1:9"
 url = "sqlite::memory:"
 [upstream]
 probe_interval_ms = 0
+# This test is about routing to the fleet; the production profile's auth is tested in
+# tests/auth (every door, keys, tokens, limits).
+[auth]
+mode = "off"
 "#;
     let toml = toml.replace("LLM_01", llm[0]).replace("LLM_02", llm[1]);
     toml + &format!(

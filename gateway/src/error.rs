@@ -130,7 +130,7 @@ impl From<Status> for ApiError {
                 (StatusCode::GATEWAY_TIMEOUT, SERVER, Some("timeout"))
             }
             Code::Unauthenticated => (StatusCode::UNAUTHORIZED, INVALID, Some("invalid_api_key")),
-            Code::PermissionDenied => (StatusCode::FORBIDDEN, INVALID, None),
+            Code::PermissionDenied => (StatusCode::FORBIDDEN, INVALID, Some("permission_denied")),
             Code::AlreadyExists | Code::Aborted => (StatusCode::CONFLICT, INVALID, None),
             Code::Unimplemented => (StatusCode::NOT_IMPLEMENTED, INVALID, None),
             // An upstream server's unusable answer is the gateway's 502, not our 500.

@@ -18,6 +18,7 @@ mod error;
 mod extract;
 mod layers;
 mod mesh;
+mod mesh_client;
 mod ollama;
 mod openai;
 mod routes;
@@ -85,6 +86,12 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Inside routing, so the metrics see the matched route pattern.
         .layer(middleware::from_fn(layers::http_metrics::record))
+        // The caller's credential, forwarded on every gRPC call; rate headers and the 401
+        // challenge on the way out.
+        .layer(middleware::from_fn_with_state(
+            layers::auth::CookieOrigins::new(&settings.cors_allowed_origins),
+            layers::auth::credentials,
+        ))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .with_state(state);
 

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod llm;
 mod load;
 mod redact;
@@ -17,6 +18,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthConfig, AuthMode, RoleConfig};
 pub use llm::LlmConfig;
 pub use load::{ConfigError, Overrides, load};
 
@@ -44,6 +46,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub cache: CacheConfig,
     pub workflows: WorkflowsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// The OpenAI-compatible REST edge.
@@ -392,6 +396,10 @@ pub struct WorkflowsConfig {
     /// The only directory `input_file`/`output_file` parameters may name files in (relative
     /// paths below it).
     pub files_dir: PathBuf,
+    /// The API key workflow tasks present to EmbeddingService and CompletionService when
+    /// `auth.mode = "required"` (create one with `citadel keys create`).
+    #[serde(default)]
+    pub api_key: Option<String>,
 }
 
 impl Config {

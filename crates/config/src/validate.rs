@@ -48,6 +48,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     llm_ok(cfg)?;
+    auth_ok(&cfg.auth)?;
     if let Some(q) = &cfg.qdrant {
         http_url("qdrant.url", &q.url)?;
     }
@@ -192,6 +193,77 @@ fn llm_ok(cfg: &Config) -> Result<(), ConfigError> {
             let msg = "a model cannot be its own fallback";
             return invalid(&format!("llm.fallbacks.{model}"), msg);
         }
+    }
+    Ok(())
+}
+
+fn auth_ok(a: &crate::AuthConfig) -> Result<(), ConfigError> {
+    if a.mode == crate::AuthMode::Required {
+        match (a.jwks_url.is_empty(), a.public_key_pem.trim().is_empty()) {
+            (true, true) if a.issuer.is_empty() => {} // API keys only
+            (true, true) => {
+                return invalid(
+                    "auth.jwks_url",
+                    "auth.issuer is set, so set auth.jwks_url (Clerk's \
+                     <frontend-api>/.well-known/jwks.json) or auth.public_key_pem",
+                );
+            }
+            (false, false) => {
+                return invalid(
+                    "auth.public_key_pem",
+                    "set auth.jwks_url or auth.public_key_pem, not both",
+                );
+            }
+            _ if a.issuer.is_empty() => {
+                return invalid(
+                    "auth.issuer",
+                    "must be the exact `iss` of your Clerk tokens (the Frontend API URL)",
+                );
+            }
+            _ => {}
+        }
+    }
+    if !a.jwks_url.is_empty() {
+        http_url("auth.jwks_url", &a.jwks_url)?;
+    }
+    let pem = a.public_key_pem.trim();
+    if !pem.is_empty() && !pem.starts_with("-----BEGIN PUBLIC KEY-----") {
+        return invalid(
+            "auth.public_key_pem",
+            "must be a PEM public key (-----BEGIN PUBLIC KEY-----), as Clerk's dashboard shows it",
+        );
+    }
+    for party in &a.authorized_parties {
+        http_url("auth.authorized_parties", party)?;
+    }
+    if a.algorithms.is_empty() {
+        return invalid(
+            "auth.algorithms",
+            "name at least one algorithm, e.g. [\"RS256\"]",
+        );
+    }
+    for alg in &a.algorithms {
+        if ![
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ]
+        .contains(&alg.as_str())
+        {
+            let msg =
+                format!("`{alg}` is not an asymmetric JWT algorithm (RS256, ES256, EdDSA, ...)");
+            return invalid("auth.algorithms", &msg);
+        }
+    }
+    if a.leeway_secs > 60 {
+        return invalid("auth.leeway_secs", "at most 60 (Clerk's tokens live 60 s)");
+    }
+    positive("auth.jwks_refresh_secs", a.jwks_refresh_secs)?;
+    positive("auth.jwks_min_refetch_secs", a.jwks_min_refetch_secs)?;
+    positive("auth.max_token_bytes", a.max_token_bytes as u64)?;
+    if a.key_cache_ms > 5000 {
+        return invalid(
+            "auth.key_cache_ms",
+            "at most 5000, so a revoke reaches every process within 5 s",
+        );
     }
     Ok(())
 }

@@ -10,7 +10,14 @@ use citadel_proto::v1::{
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{convert, deadline::deadline, status::to_status};
+use citadel_auth::Caller;
+
+use crate::{
+    auth::{caller, check_model},
+    convert,
+    deadline::deadline,
+    status::to_status,
+};
 
 /// Requests of one `EmbedStream` call processed at once; the batcher merges them.
 const STREAM_CONCURRENCY: usize = 16;
@@ -35,8 +42,12 @@ impl EmbeddingService for EmbeddingApi {
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
         let deadline = deadline(request.metadata())?;
-        let params = convert::embed_params(request.into_inner(), deadline);
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        check_model(&caller, &request.model)?;
+        let params = convert::embed_params(request, deadline);
         let done = self.core.embed(params).await.map_err(to_status)?;
+        caller.record_tokens(done.prompt_tokens);
         Ok(Response::new(convert::embed_response(done)))
     }
 
@@ -47,15 +58,17 @@ impl EmbeddingService for EmbeddingApi {
         request: Request<Streaming<EmbedStreamRequest>>,
     ) -> Result<Response<Self::EmbedStreamStream>, Status> {
         let deadline = deadline(request.metadata())?;
+        let caller = caller(&request)?;
         let core = self.core.clone();
         let answers = request
             .into_inner()
             .map(move |message| {
                 let core = core.clone();
+                let caller = caller.clone();
                 async move {
                     let message = message?;
                     let result = match message.request {
-                        Some(request) => answer(&core, request, deadline).await,
+                        Some(request) => answer(&core, &caller, request, deadline).await,
                         None => stream_error(Status::invalid_argument(
                             "each EmbedStreamRequest must carry a request",
                         )),
@@ -100,11 +113,18 @@ impl EmbeddingService for EmbeddingApi {
 
 async fn answer(
     core: &EmbeddingCore,
+    caller: &Caller,
     request: EmbedRequest,
     deadline: Option<tokio::time::Instant>,
 ) -> embed_stream_response::Result {
+    if let Err(status) = check_model(caller, &request.model) {
+        return stream_error(status);
+    }
     match core.embed(convert::embed_params(request, deadline)).await {
-        Ok(done) => embed_stream_response::Result::Response(convert::embed_response(done)),
+        Ok(done) => {
+            caller.record_tokens(done.prompt_tokens);
+            embed_stream_response::Result::Response(convert::embed_response(done))
+        }
         Err(error) => stream_error(to_status(error)),
     }
 }

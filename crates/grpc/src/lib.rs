@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod completion;
 mod convert;
 mod deadline;
@@ -25,6 +26,7 @@ mod workflow;
 mod workflow_convert;
 mod workflow_watch;
 
+pub use auth::{AuthorizeLayer, rate_values};
 pub use completion::CompletionApi;
 pub use embedding::EmbeddingApi;
 pub use health::HealthControl;

@@ -55,6 +55,7 @@ pub fn service<B>(
     workflows: WorkflowApi,
     llm: Arc<LlmCore>,
     health: HealthServer<impl Health>,
+    policy: Arc<citadel_auth::Policy>,
     settings: GrpcSettings,
 ) -> Result<
     impl Service<
@@ -106,6 +107,8 @@ where
         .layer(trace_layer())
         // Content type, one message per unary call (and its deadline), bounded statuses.
         .layer(Hygiene::layer(unary, settings.request_body_timeout))
+        // Who is calling, what the method needs, the caller's limits (auth.rs).
+        .layer(crate::AuthorizeLayer::new(policy))
         .service(routes))
 }
 
@@ -149,7 +152,9 @@ fn trace_layer() -> Trace {
         .with_success(GrpcCode::AlreadyExists)
         .with_success(GrpcCode::ResourceExhausted)
         .with_success(GrpcCode::DeadlineExceeded)
-        .with_success(GrpcCode::Cancelled);
+        .with_success(GrpcCode::Cancelled)
+        .with_success(GrpcCode::Unauthenticated)
+        .with_success(GrpcCode::PermissionDenied);
     TraceLayer::new(SharedClassifier::new(classifier))
         .make_span_with(RequestSpan)
         .on_request(())

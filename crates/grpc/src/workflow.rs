@@ -13,7 +13,11 @@ use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use citadel_auth::Caller;
+use citadel_workflows::{StoreError, Workflow};
+
 use crate::{
+    auth::caller,
     status::{invalid, store_status},
     workflow_convert::{self as convert, SubmitDefaults},
     workflow_watch,
@@ -52,6 +56,28 @@ impl WorkflowApi {
     }
 }
 
+impl WorkflowApi {
+    /// The workflow, if the caller may see it: its own, or any for an admin. Another
+    /// principal's answers NOT_FOUND, exactly as a workflow that does not exist.
+    async fn visible(&self, caller: &Caller, id: &str) -> Result<Workflow, Status> {
+        let workflow = self.store.get(id).await.map_err(store_status)?;
+        match own_only(caller) {
+            Some(owner) if workflow.owner.as_deref() != Some(owner.as_str()) => {
+                Err(store_status(StoreError::NotFound(id.to_string())))
+            }
+            _ => Ok(workflow),
+        }
+    }
+}
+
+/// The owner a caller's view is limited to; `None`: it sees every workflow.
+fn own_only(caller: &Caller) -> Option<String> {
+    match caller.principal.sees_all_workflows() {
+        true => None,
+        false => caller.principal.owner().map(str::to_string),
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::WorkflowEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -60,7 +86,9 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<SubmitWorkflowRequest>,
     ) -> Result<Response<SubmitWorkflowResponse>, Status> {
-        let new = convert::new_workflow(request.into_inner(), &self.defaults)?;
+        let caller = caller(&request)?;
+        let mut new = convert::new_workflow(request.into_inner(), &self.defaults)?;
+        new.owner = caller.principal.owner().map(str::to_string);
         let Some(task) = self.registry.get(&new.kind) else {
             let known = self.registry.kinds().join(", ");
             let asked: String = new.kind.chars().take(64).collect();
@@ -80,16 +108,16 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<GetWorkflowRequest>,
     ) -> Result<Response<v1::Workflow>, Status> {
-        let workflow = self.store.get(&request.into_inner().id).await;
-        Ok(Response::new(convert::workflow(
-            &workflow.map_err(store_status)?,
-        )))
+        let caller = caller(&request)?;
+        let workflow = self.visible(&caller, &request.into_inner().id).await?;
+        Ok(Response::new(convert::workflow(&workflow)))
     }
 
     async fn list(
         &self,
         request: Request<ListWorkflowsRequest>,
     ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        let caller = caller(&request)?;
         let r = request.into_inner();
         if r.page_size > MAX_PAGE {
             return Err(invalid("page_size", format!("must be at most {MAX_PAGE}")));
@@ -106,6 +134,7 @@ impl WorkflowService for WorkflowApi {
             }),
             max_bytes: self.defaults.list_page_max_bytes,
             page_token: Some(r.page_token).filter(|t| !t.is_empty()),
+            owner: own_only(&caller),
         };
         let page = self.store.list(&filter).await.map_err(store_status)?;
         Ok(Response::new(ListWorkflowsResponse {
@@ -118,7 +147,10 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<CancelWorkflowRequest>,
     ) -> Result<Response<v1::Workflow>, Status> {
-        let outcome = self.store.cancel(&request.into_inner().id).await;
+        let caller = caller(&request)?;
+        let id = request.into_inner().id;
+        self.visible(&caller, &id).await?;
+        let outcome = self.store.cancel(&id).await;
         let (CancelOutcome::Cancelled(w) | CancelOutcome::Requested(w)) =
             outcome.map_err(store_status)?;
         Ok(Response::new(convert::workflow(&w)))
@@ -128,7 +160,10 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<RetryWorkflowRequest>,
     ) -> Result<Response<v1::Workflow>, Status> {
-        let workflow = self.store.retry(&request.into_inner().id).await;
+        let caller = caller(&request)?;
+        let id = request.into_inner().id;
+        self.visible(&caller, &id).await?;
+        let workflow = self.store.retry(&id).await;
         Ok(Response::new(convert::workflow(
             &workflow.map_err(store_status)?,
         )))
@@ -140,9 +175,15 @@ impl WorkflowService for WorkflowApi {
         &self,
         request: Request<WatchWorkflowsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
+        if !request.id.is_empty() {
+            self.visible(&caller, &request.id).await?;
+        }
         let stopping = self.stopping.clone();
-        let stream = workflow_watch::start(&self.store, &self.hub, request, stopping).await?;
+        let owner = own_only(&caller);
+        let stream =
+            workflow_watch::start(&self.store, &self.hub, request, owner, stopping).await?;
         Ok(Response::new(stream))
     }
 }

@@ -84,7 +84,7 @@ pub(crate) fn workflow(w: &Workflow) -> v1::Workflow {
         }),
         result: w.result_json().map(|r| json::to_value(&r)),
         error: w.error.clone().unwrap_or_default(),
-        idempotency_key: w.idempotency_key.clone().unwrap_or_default(),
+        idempotency_key: w.caller_idempotency_key().unwrap_or_default().to_string(),
         cancel_requested: w.cancel_requested,
         worker: w.worker.clone().unwrap_or_default(),
         created_at: Some(timestamp(w.created_us)),
@@ -202,5 +202,6 @@ pub(crate) fn new_workflow(
         not_before_us: not_before,
         time_limit_ms: or(r.time_limit_ms, defaults.time_limit_ms),
         retry,
+        owner: None,
     })
 }

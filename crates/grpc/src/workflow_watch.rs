@@ -23,13 +23,14 @@ pub(crate) async fn start(
     store: &Store,
     hub: &EventHub,
     request: WatchWorkflowsRequest,
+    owner: Option<String>,
     stopping: CancellationToken,
 ) -> Result<Events, Status> {
     // Subscribe before reading the current state: a change in between arrives, not vanishes.
     let events = hub.subscribe();
     let (tx, rx) = mpsc::channel(BUFFER);
     let mut watch = if request.id.is_empty() {
-        tokio::spawn(watch_all(events, request.kinds, tx.clone()))
+        tokio::spawn(watch_all(events, request.kinds, owner, tx.clone()))
     } else {
         let current = store.get(&request.id).await.map_err(store_status)?;
         let first = WorkflowEvent::of(&current);
@@ -55,15 +56,17 @@ type Sender = mpsc::Sender<Result<v1::WorkflowEvent, Status>>;
 async fn watch_all(
     mut events: tokio::sync::broadcast::Receiver<Arc<WorkflowEvent>>,
     kinds: Vec<String>,
+    owner: Option<String>,
     tx: Sender,
 ) {
+    let mine = |e: &WorkflowEvent| owner.is_none() || e.owner == owner;
     loop {
         let event = tokio::select! {
             () = tx.closed() => return,
             event = events.recv() => event,
         };
         let sent = match event {
-            Ok(e) if kinds.is_empty() || kinds.contains(&e.kind) => {
+            Ok(e) if (kinds.is_empty() || kinds.contains(&e.kind)) && mine(&e) => {
                 tx.send(Ok(convert::event(&e))).await
             }
             Ok(_) => Ok(()),

@@ -40,4 +40,16 @@ pub mod metadata {
     /// Trailer of an INTERNAL caused by an upstream server's answer: which server (the REST
     /// edge answers 502 Bad Gateway).
     pub const UPSTREAM: &str = "x-citadel-upstream";
+    /// The caller's credential: `Bearer <Clerk session token or Citadel API key>`.
+    pub const AUTHORIZATION: &str = "authorization";
+    /// OpenAI's rate-limit headers, sent as initial metadata (or trailers of a refusal) when
+    /// the caller has limits; the REST edge copies them onto its answer.
+    pub const RATE_LIMIT: [&str; 6] = [
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ];
 }

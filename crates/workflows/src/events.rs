@@ -40,6 +40,9 @@ pub struct WorkflowEvent {
     pub worker: Option<String>,
     pub at_us: i64,
     pub version: i64,
+    /// Who submitted it; `None` with auth off.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl WorkflowEvent {
@@ -58,6 +61,7 @@ impl WorkflowEvent {
             worker: w.worker.clone(),
             at_us: w.updated_us,
             version: w.version,
+            owner: w.owner.clone(),
         }
     }
 }
@@ -189,7 +193,7 @@ async fn catch_up(store: &Store, hub: &EventHub, last_at: &mut i64) {
     loop {
         let stmt = store.statement(
             "SELECT id, kind, state, attempts, progress_done, progress_total, progress_message, \
-             error, cancel_requested, worker, updated_us, version FROM workflows \
+             error, cancel_requested, worker, updated_us, version, owner FROM workflows \
              WHERE updated_us >= $1 ORDER BY updated_us", // a scan, once per reconnect
             vec![Value::from(since)],
         );
@@ -229,6 +233,7 @@ fn event_of_row(row: &sea_orm::QueryResult) -> Result<WorkflowEvent, sea_orm::Db
         worker: row.try_get("", "worker")?,
         at_us: row.try_get("", "updated_us")?,
         version: row.try_get("", "version")?,
+        owner: row.try_get("", "owner")?,
     })
 }
 

@@ -47,6 +47,12 @@ impl State {
 }
 
 impl Workflow {
+    /// The idempotency key as its owner gave it (stored scoped by owner).
+    pub fn caller_idempotency_key(&self) -> Option<&str> {
+        let key = self.idempotency_key.as_deref()?;
+        Some(key.split_once(OWNER_SEPARATOR).map_or(key, |(_, k)| k))
+    }
+
     /// The stored state; an unknown name (written by a newer version) reads as PENDING.
     pub fn state(&self) -> State {
         State::parse(&self.state).unwrap_or(State::Pending)
@@ -62,6 +68,10 @@ impl Workflow {
             .and_then(|r| serde_json::from_str(r).ok())
     }
 }
+
+/// Between the owner and the key in a stored idempotency key (a control character, which
+/// callers' keys may not hold).
+pub(crate) const OWNER_SEPARATOR: char = '\u{1f}';
 
 /// Retries after a failed attempt: `max_attempts` in all, backoff doubling from
 /// `initial_backoff_ms` up to `max_backoff_ms`, with jitter.
@@ -83,6 +93,9 @@ pub struct NewWorkflow {
     pub not_before_us: Option<i64>,
     pub time_limit_ms: u64,
     pub retry: RetryPolicy,
+    /// Who submits it (`None` with auth off). Idempotency keys are the owner's own: the same
+    /// key from two principals names two workflows.
+    pub owner: Option<String>,
 }
 
 /// `List`'s filter and page.
@@ -96,6 +109,8 @@ pub struct ListFilter {
     pub max_bytes: usize,
     /// Opaque cursor from the previous page.
     pub page_token: Option<String>,
+    /// Only this principal's workflows.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]

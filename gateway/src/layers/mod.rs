@@ -1,5 +1,6 @@
 //! The edge's middleware, one concern per file, assembled in `lib.rs`.
 
+pub mod auth;
 pub mod cors;
 pub mod http_metrics;
 pub mod request_body;

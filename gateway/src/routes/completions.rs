@@ -6,8 +6,6 @@ use std::convert::Infallible;
 
 use axum::{
     Json,
-    extract::State,
-    http::HeaderMap,
     response::{
         IntoResponse, Response,
         sse::{Event, Sse},
@@ -22,18 +20,17 @@ use crate::{
     completions::{self as wire, Delivery},
     error::ApiError,
     extract,
-    state::AppState,
+    mesh_client::Mesh,
 };
 
 pub async fn chat(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     extract::Json(body): extract::Json<Value>,
 ) -> Result<Response, ApiError> {
     let (request, delivery) = wire::chat_request(body)?;
     let mut client = state.completions.clone();
     if !delivery.stream {
-        let call = client.chat(state.llm_request(request, &headers));
+        let call = client.chat(state.llm_request(request));
         let answer = state.call_llm(call).await?;
         return Ok(Json(wire::chat_response_json(&answer)).into_response());
     }
@@ -42,7 +39,7 @@ pub async fn chat(
         raw_chunks: true,
         ..request
     };
-    let call = client.chat_stream(state.llm_request(request, &headers));
+    let call = client.chat_stream(state.llm_request(request));
     let chunks = state.call_llm(call).await?;
     Ok(sse(chunks, delivery, |c, usage| {
         if !c.raw_json.is_empty() {
@@ -54,14 +51,13 @@ pub async fn chat(
 }
 
 pub async fn complete(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     extract::Json(body): extract::Json<Value>,
 ) -> Result<Response, ApiError> {
     let (request, delivery) = wire::complete_request(body)?;
     let mut client = state.completions.clone();
     if !delivery.stream {
-        let call = client.complete(state.llm_request(request, &headers));
+        let call = client.complete(state.llm_request(request));
         let answer = state.call_llm(call).await?;
         return Ok(Json(wire::complete_response_json(&answer)).into_response());
     }
@@ -69,7 +65,7 @@ pub async fn complete(
         raw_chunks: true,
         ..request
     };
-    let call = client.complete_stream(state.llm_request(request, &headers));
+    let call = client.complete_stream(state.llm_request(request));
     let chunks = state.call_llm(call).await?;
     Ok(sse(chunks, delivery, |c, usage| {
         if !c.raw_json.is_empty() {

@@ -1,26 +1,24 @@
 //! `POST /v1/embeddings`.
 
-use axum::{extract::State, http::HeaderMap, response::IntoResponse};
+use axum::{http::HeaderMap, response::IntoResponse};
 
 use crate::{
     cache_headers,
     error::ApiError,
     extract::Json,
+    mesh_client::Mesh,
     openai::{EmbeddingsRequest, EmbeddingsResponse},
-    state::AppState,
 };
 
 pub async fn create(
-    State(state): State<AppState>,
+    state: Mesh,
     headers: HeaderMap,
     Json(body): Json<EmbeddingsRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (mut request, format) = body.into_proto()?;
     request.set_cache_policy(cache_headers::policy(&headers));
     let mut client = state.embeddings.clone();
-    let response = state
-        .call(client.embed(state.request(request, &headers)))
-        .await?;
+    let response = state.call(client.embed(state.request(request))).await?;
     let hits = cache_headers::hits(response.cached);
     Ok((
         hits,

@@ -2,15 +2,15 @@
 
 use axum::{
     Json,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{StatusCode, header},
     response::IntoResponse,
 };
+use citadel_auth::Permission;
 use citadel_proto::v1;
 use serde_json::{Value, json};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::{openai::ModelObject, state::AppState};
+use crate::{error::ApiError, mesh_client::Mesh, openai::ModelObject};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const EMBEDDING_SERVICE: &str = v1::embedding_service_server::SERVICE_NAME;
@@ -21,11 +21,14 @@ pub async fn live() -> Json<Value> {
 }
 
 /// Each component with its state; 200 when everything serves, 503 otherwise.
-pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
-    let service = grpc_health(&state, &headers, EMBEDDING_SERVICE).await;
+pub async fn detailed(state: Mesh) -> Result<impl IntoResponse, ApiError> {
+    state
+        .admit(Permission::HealthRead, "/health/detailed")
+        .await?;
+    let service = grpc_health(&state, EMBEDDING_SERVICE).await;
     let mut client = state.embeddings.clone();
     let (models, degraded) = match state
-        .call(client.list_models(state.request(v1::ListModelsRequest {}, &headers)))
+        .call(client.list_models(state.request(v1::ListModelsRequest {})))
         .await
     {
         Ok(list) => {
@@ -43,9 +46,12 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
             true,
         ),
     };
-    let cache = cache_health(&state, &headers).await;
-    let (llm, llm_degraded) = llm_health(&state, &headers).await;
-    let degraded = degraded || llm_degraded || cache["l2"]["state"] == "degraded";
+    let cache = cache_health(&state).await;
+    let (llm, llm_degraded) = llm_health(&state).await;
+    let limits = state.policy.limiter_status();
+    let limits_degraded = limits.degraded;
+    let degraded =
+        degraded || llm_degraded || limits_degraded || cache["l2"]["state"] == "degraded";
     let serving = service == ServingStatus::Serving.as_str_name();
     // Degraded still answers 200: the process serves, some model cannot right now, and a
     // load balancer pulling it would not bring that model's servers back.
@@ -63,6 +69,10 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
             "models": models,
             "cache": cache,
             "llm": llm,
+            "auth": {
+                "mode": if state.policy.is_off() { "off" } else { "required" },
+                "rate_limits": limits,
+            },
         },
     });
     let status = if serving {
@@ -70,13 +80,13 @@ pub async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> impl
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    Ok((status, Json(body)))
 }
 
 /// The cache's mode, levels and hit rate; a degraded level leaves requests working.
-async fn cache_health(state: &AppState, headers: &HeaderMap) -> Value {
+async fn cache_health(state: &Mesh) -> Value {
     let mut client = state.embeddings.clone();
-    let request = state.request(v1::GetCacheStatusRequest {}, headers);
+    let request = state.request(v1::GetCacheStatusRequest {});
     let status = match state.call(client.get_cache_status(request)).await {
         Ok(status) => status,
         Err(e) => return json!({"state": "unknown", "error": e.message}),
@@ -101,9 +111,9 @@ async fn cache_health(state: &AppState, headers: &HeaderMap) -> Value {
 
 /// Each LLM server: breaker, requests in flight, the models it serves, its last error. One
 /// that is failing makes the whole degraded, not unavailable: the others still serve.
-async fn llm_health(state: &AppState, headers: &HeaderMap) -> (Value, bool) {
+async fn llm_health(state: &Mesh) -> (Value, bool) {
     let mut client = state.completions.clone();
-    let request = state.request(v1::ListLlmModelsRequest {}, headers);
+    let request = state.request(v1::ListLlmModelsRequest {});
     let list = match state.call(client.list_models(request)).await {
         Ok(list) => list,
         Err(e) => return (json!({"state": "unknown", "error": e.message}), true),
@@ -124,14 +134,11 @@ async fn llm_health(state: &AppState, headers: &HeaderMap) -> (Value, bool) {
     (json!({"servers": servers}), degraded)
 }
 
-async fn grpc_health(state: &AppState, headers: &HeaderMap, service: &str) -> String {
+async fn grpc_health(state: &Mesh, service: &str) -> String {
     let mut client = state.health.clone();
-    let request = state.request(
-        HealthCheckRequest {
-            service: service.to_string(),
-        },
-        headers,
-    );
+    let request = state.request(HealthCheckRequest {
+        service: service.to_string(),
+    });
     match state.call(client.check(request)).await {
         Ok(answer) => answer.status().as_str_name().to_string(),
         Err(e) => format!("UNREACHABLE: {}", e.message),
@@ -178,12 +185,15 @@ fn endpoint_health(endpoint: &v1::Endpoint) -> Value {
     })
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+pub async fn metrics(state: Mesh) -> Result<impl IntoResponse, ApiError> {
+    if state.policy.protects_metrics() {
+        state.admit(Permission::MetricsRead, "/metrics").await?;
+    }
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         (state.metrics)(),
-    )
+    ))
 }

@@ -3,24 +3,20 @@
 
 use axum::{
     Json,
-    extract::{Path, State, rejection::PathRejection},
-    http::HeaderMap,
+    extract::{Path, rejection::PathRejection},
 };
 use citadel_proto::v1;
 
 use crate::{
     error::ApiError,
+    mesh_client::Mesh,
     openai::{LlmModelObject, ModelEntry, ModelList, ModelObject},
-    state::AppState,
 };
 
-pub async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<ModelList>, ApiError> {
+pub async fn list(state: Mesh) -> Result<Json<ModelList>, ApiError> {
     let mut client = state.embeddings.clone();
     let models = state
-        .call(client.list_models(state.request(v1::ListModelsRequest {}, &headers)))
+        .call(client.list_models(state.request(v1::ListModelsRequest {})))
         .await?;
     let mut data: Vec<ModelEntry> = models
         .models
@@ -28,7 +24,7 @@ pub async fn list(
         .map(|m| ModelEntry::Embedding(ModelObject::from(m)))
         .collect();
     let mut llm = state.completions.clone();
-    let request = state.request(v1::ListLlmModelsRequest {}, &headers);
+    let request = state.request(v1::ListLlmModelsRequest {});
     let served = state.call(llm.list_models(request)).await?;
     data.extend(
         served
@@ -44,20 +40,19 @@ pub async fn list(
 
 /// An embedding model, else an LLM model (or alias) of that name.
 pub async fn get(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ModelEntry>, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::invalid("model", e.body_text()))?;
     let mut client = state.embeddings.clone();
-    let request = state.request(v1::GetModelRequest { model: id.clone() }, &headers);
+    let request = state.request(v1::GetModelRequest { model: id.clone() });
     let not_found = match state.call(client.get_model(request)).await {
         Ok(model) => return Ok(Json(ModelEntry::Embedding(ModelObject::from(model)))),
         Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => e,
         Err(e) => return Err(e),
     };
     let mut llm = state.completions.clone();
-    let request = state.request(v1::ListLlmModelsRequest {}, &headers);
+    let request = state.request(v1::ListLlmModelsRequest {});
     let served = state.call(llm.list_models(request)).await?;
     match served.models.into_iter().find(|m| m.id == id) {
         Some(m) => Ok(Json(ModelEntry::Llm(LlmModelObject::from(m)))),

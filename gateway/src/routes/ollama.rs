@@ -3,7 +3,7 @@
 //! Citadel unchanged. Each handler is the same gRPC call as its OpenAI twin; errors leave in
 //! Ollama's `{"error": "..."}` body with the status the OpenAI routes would give.
 
-use axum::{Json, extract::State, http::HeaderMap};
+use axum::{Json, http::HeaderMap};
 use citadel_proto::v1;
 use serde_json::{Value, json};
 
@@ -11,11 +11,11 @@ use crate::{
     cache_headers::{self, CacheHits},
     error::ApiError,
     extract,
+    mesh_client::Mesh,
     ollama::{
         EmbedRequest, EmbedResponse, EmbeddingsRequest, EmbeddingsResponse, OllamaError, Tag,
         TagList,
     },
-    state::AppState,
 };
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -25,7 +25,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 type Body<T> = Result<extract::Json<T>, ApiError>;
 
 pub async fn embed(
-    State(state): State<AppState>,
+    state: Mesh,
     headers: HeaderMap,
     body: Body<EmbedRequest>,
 ) -> Result<(CacheHits, Json<EmbedResponse>), OllamaError> {
@@ -34,34 +34,26 @@ pub async fn embed(
     request.set_cache_policy(cache_headers::policy(&headers));
     let requested = request.model.clone();
     let mut client = state.embeddings.clone();
-    let response = state
-        .call(client.embed(state.request(request, &headers)))
-        .await?;
+    let response = state.call(client.embed(state.request(request))).await?;
     let hits = cache_headers::hits(response.cached);
     Ok((hits, Json(EmbedResponse::from_proto(response, requested))))
 }
 
 pub async fn embeddings(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     body: Body<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingsResponse>, OllamaError> {
     let extract::Json(body) = body?;
     let request = body.into_proto()?;
     let mut client = state.embeddings.clone();
-    let response = state
-        .call(client.embed(state.request(request, &headers)))
-        .await?;
+    let response = state.call(client.embed(state.request(request))).await?;
     Ok(Json(EmbeddingsResponse::from(response)))
 }
 
-pub async fn tags(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<TagList>, OllamaError> {
+pub async fn tags(state: Mesh) -> Result<Json<TagList>, OllamaError> {
     let mut client = state.embeddings.clone();
     let list = state
-        .call(client.list_models(state.request(v1::ListModelsRequest {}, &headers)))
+        .call(client.list_models(state.request(v1::ListModelsRequest {})))
         .await?;
     let models = list.models.into_iter().map(Tag::from).collect();
     Ok(Json(TagList { models }))

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     extract::{
-        Path, Query, State,
+        Path, Query,
         rejection::{PathRejection, QueryRejection},
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -16,7 +16,7 @@ use tonic::Status;
 use crate::{
     error::{ApiError, workflow_error},
     extract,
-    state::AppState,
+    mesh_client::Mesh,
     workflows::{ListQuery, SubmitBody, WorkflowList, WorkflowObject},
 };
 
@@ -25,13 +25,13 @@ const SERVICE: &str = "workflow service";
 /// `POST /api/v1/workflows`: 201 with `Location` when queued, 200 when the idempotency key
 /// returned the workflow it queued before.
 pub async fn submit(
-    State(state): State<AppState>,
+    state: Mesh,
     headers: HeaderMap,
     extract::Json(body): extract::Json<SubmitBody>,
 ) -> Result<Response, ApiError> {
     let request = body.into_proto(&headers)?;
     let mut client = state.workflows.clone();
-    let call = client.submit(state.request(request, &headers));
+    let call = client.submit(state.request(request));
     let response = state.call_mapped(call, SERVICE, workflow_error).await?;
     let workflow = response.workflow.ok_or_else(|| missing("Submit"))?;
     if !response.created {
@@ -47,27 +47,25 @@ pub async fn submit(
 
 /// `GET /api/v1/workflows/{id}`.
 pub async fn get(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<WorkflowObject>, ApiError> {
     let id = workflow_id(id)?;
     let mut client = state.workflows.clone();
-    let call = client.get(state.request(v1::GetWorkflowRequest { id }, &headers));
+    let call = client.get(state.request(v1::GetWorkflowRequest { id }));
     let workflow = state.call_mapped(call, SERVICE, workflow_error).await?;
     Ok(Json(WorkflowObject::from(workflow)))
 }
 
 /// `GET /api/v1/workflows?state=PENDING,STARTED&kind=noop&limit=50&page_token=...`.
 pub async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<WorkflowList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let request = query.into_proto()?;
     let mut client = state.workflows.clone();
-    let call = client.list(state.request(request, &headers));
+    let call = client.list(state.request(request));
     let page = state.call_mapped(call, SERVICE, workflow_error).await?;
     Ok(Json(WorkflowList::from(page)))
 }
@@ -75,13 +73,12 @@ pub async fn list(
 /// `POST /api/v1/workflows/{id}/cancel`: 200 once CANCELLED, 202 while the running attempt
 /// is being asked to stop; 409 once finished.
 pub async fn cancel(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<WorkflowObject>), ApiError> {
     let id = workflow_id(id)?;
     let mut client = state.workflows.clone();
-    let call = client.cancel(state.request(v1::CancelWorkflowRequest { id }, &headers));
+    let call = client.cancel(state.request(v1::CancelWorkflowRequest { id }));
     let workflow = state.call_mapped(call, SERVICE, workflow_error).await?;
     let stopping = workflow.cancel_requested && workflow.state() != v1::WorkflowState::Cancelled;
     let status = if stopping {
@@ -95,13 +92,12 @@ pub async fn cancel(
 /// `POST /api/v1/workflows/{id}/retry`: a FAILURE or CANCELLED workflow queued again; 409
 /// otherwise.
 pub async fn retry(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    state: Mesh,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<WorkflowObject>, ApiError> {
     let id = workflow_id(id)?;
     let mut client = state.workflows.clone();
-    let call = client.retry(state.request(v1::RetryWorkflowRequest { id }, &headers));
+    let call = client.retry(state.request(v1::RetryWorkflowRequest { id }));
     let workflow = state.call_mapped(call, SERVICE, workflow_error).await?;
     Ok(Json(WorkflowObject::from(workflow)))
 }

@@ -22,8 +22,8 @@ pub enum CancelOutcome {
 
 const INSERT: &str = "INSERT INTO workflows (id, kind, params, state, priority, max_attempts, \
     initial_backoff_ms, max_backoff_ms, time_limit_ms, idempotency_key, created_us, \
-    updated_us, run_at_us, version) \
-    VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $10, $11, 1) \
+    updated_us, run_at_us, version, owner) \
+    VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $10, $11, 1, $12) \
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *";
 
 impl Store {
@@ -33,6 +33,10 @@ impl Store {
         let now = now_us();
         let id = uuid::Uuid::new_v4().to_string();
         let params = new.params.to_string();
+        let scoped_key = new.idempotency_key.as_ref().map(|key| match &new.owner {
+            Some(owner) => format!("{owner}{}{key}", crate::model::OWNER_SEPARATOR),
+            None => key.clone(),
+        });
         let values: Vec<Value> = vec![
             id.into(),
             new.kind.clone().into(),
@@ -44,9 +48,10 @@ impl Store {
             clamp(new.retry.initial_backoff_ms).into(),
             clamp(new.retry.max_backoff_ms).into(),
             clamp(new.time_limit_ms).into(),
-            new.idempotency_key.clone().into(),
+            scoped_key.clone().into(),
             now.into(),
             new.not_before_us.unwrap_or(now).into(),
+            new.owner.clone().into(),
         ];
         let stmt = self.statement(INSERT, values);
         if let Some(created) = self.write_rows(stmt).await?.pop() {
@@ -54,18 +59,19 @@ impl Store {
             return Ok((created, true));
         }
         // The key is taken: return the workflow that took it.
-        let key = new.idempotency_key.clone().unwrap_or_default();
+        let key = scoped_key.unwrap_or_default();
+        let shown = new.idempotency_key.clone().unwrap_or_default();
         let existing = Entity::find()
             .filter(Column::IdempotencyKey.eq(key.clone()))
             .one(&self.db)
             .await?
             .ok_or_else(|| {
                 // Deleted (result expiry) between the insert and this read.
-                StoreError::Unavailable(format!("idempotency key {key:?} changed hands; retry"))
+                StoreError::Unavailable(format!("idempotency key {shown:?} changed hands; retry"))
             })?;
         if existing.kind != new.kind || existing.params != params {
             return Err(StoreError::IdempotencyKeyReused(format!(
-                "idempotency key {key:?} was first used for workflow {} with other parameters",
+                "idempotency key {shown:?} was first used for workflow {} with other parameters",
                 existing.id
             )));
         }
@@ -89,6 +95,9 @@ impl Store {
         }
         if let Some(kind) = &filter.kind {
             query = query.filter(Column::Kind.eq(kind.clone()));
+        }
+        if let Some(owner) = &filter.owner {
+            query = query.filter(Column::Owner.eq(owner.clone()));
         }
         if let Some(token) = &filter.page_token {
             let (created, id) = parse_token(token)?;

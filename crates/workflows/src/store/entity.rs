@@ -44,6 +44,8 @@ pub struct Model {
     pub version: i64,
     /// What the running task recorded it has finished (JSON text), for its next attempt.
     pub checkpoint: Option<String>,
+    /// Who submitted it (a token's subject or `key:<id>`); `None` with auth off.
+    pub owner: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

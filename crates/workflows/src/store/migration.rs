@@ -15,7 +15,11 @@ pub(crate) struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateWorkflows), Box::new(AddCheckpoint)]
+        vec![
+            Box::new(CreateWorkflows),
+            Box::new(AddCheckpoint),
+            Box::new(AddOwner),
+        ]
     }
 }
 
@@ -42,6 +46,53 @@ impl MigrationTrait for AddCheckpoint {
     async fn down(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
         let db = manager.get_connection();
         db.execute_unprepared("ALTER TABLE workflows DROP COLUMN checkpoint")
+            .await?;
+        Ok(())
+    }
+}
+
+/// Who submitted each workflow, for ownership: listed by owner, newest first, and carried
+/// on every event so a watcher sees only its own. The triggers are redefined with the field.
+struct AddOwner;
+
+impl MigrationName for AddOwner {
+    fn name(&self) -> &str {
+        "m20261201_000003_add_owner"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddOwner {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE workflows ADD COLUMN owner TEXT")
+            .await?;
+        db.execute_unprepared(
+            "CREATE INDEX IF NOT EXISTS workflows_owner ON workflows (owner, created_us, id) \
+             WHERE owner IS NOT NULL",
+        )
+        .await?;
+        let fields = format!("{}, 'owner', NEW.owner", event_fields("substr"));
+        let statements = match db.get_database_backend() {
+            DbBackend::Postgres => vec![postgres_function(&fields)],
+            _ => {
+                let mut all = vec![
+                    "DROP TRIGGER IF EXISTS workflows_event_insert".to_string(),
+                    "DROP TRIGGER IF EXISTS workflows_event_update".to_string(),
+                ];
+                all.extend(sqlite_triggers(&fields));
+                all
+            }
+        };
+        for sql in statements {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE workflows DROP COLUMN owner")
             .await?;
         Ok(())
     }
@@ -117,16 +168,19 @@ fn event_fields(cut: &str) -> String {
     )
 }
 
+fn postgres_function(fields: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION citadel_workflow_event() RETURNS trigger AS $$
+         BEGIN
+           PERFORM pg_notify('{CHANNEL}', json_build_object({fields})::text);
+           RETURN NULL;
+         END $$ LANGUAGE plpgsql"
+    )
+}
+
 fn postgres_events() -> Vec<String> {
     vec![
-        format!(
-            "CREATE OR REPLACE FUNCTION citadel_workflow_event() RETURNS trigger AS $$
-             BEGIN
-               PERFORM pg_notify('{CHANNEL}', json_build_object({})::text);
-               RETURN NULL;
-             END $$ LANGUAGE plpgsql",
-            event_fields("substr")
-        ),
+        postgres_function(&event_fields("substr")),
         "DROP TRIGGER IF EXISTS workflows_event ON workflows".to_string(),
         // Results (vectors, mostly) do not compress well: storing them as they are saves the
         // CPU of compressing every one on the write path.
@@ -137,19 +191,11 @@ fn postgres_events() -> Vec<String> {
     ]
 }
 
-fn sqlite_events() -> Vec<String> {
+fn sqlite_triggers(fields: &str) -> Vec<String> {
     let insert = format!(
-        "INSERT INTO workflow_events (at_us, payload) VALUES (NEW.updated_us, json_object({}))",
-        event_fields("substr")
+        "INSERT INTO workflow_events (at_us, payload) VALUES (NEW.updated_us, json_object({fields}))"
     );
     vec![
-        "CREATE TABLE IF NOT EXISTS workflow_events (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            at_us BIGINT NOT NULL,
-            payload TEXT NOT NULL
-        )"
-        .to_string(),
-        "CREATE INDEX IF NOT EXISTS workflow_events_at ON workflow_events (at_us)".to_string(),
         format!(
             "CREATE TRIGGER IF NOT EXISTS workflows_event_insert AFTER INSERT ON workflows \
              BEGIN {insert}; END"
@@ -159,6 +205,20 @@ fn sqlite_events() -> Vec<String> {
              ON workflows BEGIN {insert}; END"
         ),
     ]
+}
+
+fn sqlite_events() -> Vec<String> {
+    let mut all = vec![
+        "CREATE TABLE IF NOT EXISTS workflow_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at_us BIGINT NOT NULL,
+            payload TEXT NOT NULL
+        )"
+        .to_string(),
+        "CREATE INDEX IF NOT EXISTS workflow_events_at ON workflow_events (at_us)".to_string(),
+    ];
+    all.extend(sqlite_triggers(&event_fields("substr")));
+    all
 }
 
 #[async_trait::async_trait]

@@ -11,7 +11,9 @@ use std::{path::PathBuf, time::Duration};
 use citadel_proto::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
 use serde_json::{Map, Value as Json, json};
 use tokio::io::AsyncWriteExt;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
+
+use super::MeshTransport;
 
 use super::FileRoot;
 use crate::{Task, TaskContext, TaskError};
@@ -19,7 +21,7 @@ use crate::{Task, TaskContext, TaskError};
 /// What both kinds need: the service, the chunk size, and the directory files live in.
 #[derive(Clone)]
 pub struct EmbedSettings {
-    pub client: EmbeddingServiceClient<Channel>,
+    pub client: EmbeddingServiceClient<MeshTransport>,
     pub chunk_size: usize,
     pub files: FileRoot,
 }

@@ -19,14 +19,16 @@ use citadel_proto::v1::{
 };
 use futures_util::{StreamExt, stream};
 use serde_json::{Map, Value as Json, json};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
+
+use super::MeshTransport;
 
 use super::{FileRoot, object};
 use crate::{Task, TaskContext, TaskError};
 
 #[derive(Clone)]
 pub struct LlmSettings {
-    pub client: CompletionServiceClient<Channel>,
+    pub client: CompletionServiceClient<MeshTransport>,
     pub files: FileRoot,
 }
 
@@ -71,7 +73,7 @@ fn call_error(status: tonic::Status) -> TaskError {
 }
 
 async fn complete(
-    client: &CompletionServiceClient<Channel>,
+    client: &CompletionServiceClient<MeshTransport>,
     request: ChatRequest,
 ) -> Result<citadel_proto::v1::ChatResponse, TaskError> {
     let mut request = tonic::Request::new(request);

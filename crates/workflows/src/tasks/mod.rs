@@ -14,6 +14,48 @@ pub use noop::Noop;
 pub use sleep::Sleep;
 
 use serde_json::Value as Json;
+use tonic::{
+    metadata::{AsciiMetadataValue, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// How the task kinds reach the mesh: a channel whose every call carries the worker's
+/// credential (`workflows.api_key`), so a mesh with auth required serves them like any caller.
+pub type MeshTransport = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <key>` to every call, when a key is configured.
+#[derive(Clone, Default)]
+pub struct Credentials(Option<AsciiMetadataValue>);
+
+impl Credentials {
+    /// `None` or an empty key: calls carry no credential. A key that is not valid header text
+    /// is an error naming the setting.
+    pub fn new(api_key: Option<&str>) -> Result<Credentials, String> {
+        match api_key.map(str::trim).filter(|k| !k.is_empty()) {
+            None => Ok(Credentials(None)),
+            Some(key) => MetadataValue::try_from(format!("Bearer {key}"))
+                .map(|v| Credentials(Some(v)))
+                .map_err(|_| {
+                    "workflows.api_key holds characters a header cannot carry".to_string()
+                }),
+        }
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// `params` must be a JSON object; names the kind otherwise.
 pub(crate) fn object<'a>(
