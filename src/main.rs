@@ -109,6 +109,7 @@ impl ConfigArgs {
 }
 
 fn main() -> ExitCode {
+    citadel_conn::install_default_crypto();
     let cli = Cli::parse();
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),

@@ -194,7 +194,8 @@ fn start_grpc(
     let service = citadel_grpc::service::<hyper::body::Incoming>(
         core, workflows, llm, health, policy, settings,
     )?;
-    let limits = connection_limits("grpc", &config.grpc.connections, config, true);
+    let tls = (&config.grpc.tls_cert, &config.grpc.tls_key);
+    let limits = connection_limits("grpc", &config.grpc.connections, config, true, tls)?;
     Ok(Running::spawn("grpc", |stopped| async move {
         let stopped = async { stopped.await.unwrap_or_default() };
         Ok(citadel_conn::serve(listener, service, limits, stopped).await?)
@@ -228,7 +229,8 @@ fn start_http(
         cors_allowed_origins: config.http.cors_allowed_origins.clone(),
     };
     let app = citadel_gateway::router(state, &settings);
-    let limits = connection_limits("http", &config.http.connections, config, false);
+    let tls = (&config.http.tls_cert, &config.http.tls_key);
+    let limits = connection_limits("http", &config.http.connections, config, false, tls)?;
     Ok(Running::spawn("http", |stopped| async move {
         let stopped = async { stopped.await.unwrap_or_default() };
         Ok(citadel_conn::serve(listener, app, limits, stopped).await?)
@@ -240,9 +242,17 @@ fn connection_limits(
     c: &ConnectionsConfig,
     config: &Config,
     http2_only: bool,
-) -> citadel_conn::Limits {
+    tls: (&Option<std::path::PathBuf>, &Option<std::path::PathBuf>),
+) -> anyhow::Result<citadel_conn::Limits> {
     let ms = Duration::from_millis;
-    citadel_conn::Limits {
+    let tls = match tls {
+        (Some(cert), Some(key)) => Some(
+            citadel_conn::Tls::from_pem_files(cert, key, http2_only)
+                .map_err(|e| anyhow::anyhow!("{name}.tls_cert / {name}.tls_key: {e}"))?,
+        ),
+        _ => None,
+    };
+    Ok(citadel_conn::Limits {
         name,
         max_connections: c.max_connections,
         header_read_timeout: ms(c.header_read_timeout_ms),
@@ -255,7 +265,8 @@ fn connection_limits(
         http2_only,
         // gRPC clients read statuses, not bodies; HTTP/1 clients get OpenAI's error shape.
         refusal_body: (!http2_only).then_some(citadel_gateway::refusal_body as _),
-    }
+        tls,
+    })
 }
 
 /// Turns health SERVING once every model has loaded, then logs "citadel ready" (tests and the

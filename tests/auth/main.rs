@@ -10,6 +10,7 @@ mod common;
 mod doors;
 mod keys;
 mod limits;
+mod tls;
 mod tokens;
 
 use std::{

@@ -160,6 +160,60 @@ impl PrivateCluster {
         Ok(cluster)
     }
 
+    /// A cluster that accepts TCP clients only over TLS (a self-signed certificate made with
+    /// `openssl`; `hostnossl` connections are rejected), for `sslmode=require` clients.
+    pub fn start_tls_only() -> Result<PrivateCluster, String> {
+        let cluster = PrivateCluster::start()?;
+        cluster.stop()?;
+        let data = cluster.data();
+        let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .output()
+            .map_err(|e| format!("cannot run openssl: {e}"))?;
+        if !made.status.success() {
+            return Err(String::from_utf8_lossy(&made.stderr).into_owned());
+        }
+        let append = |file: &str, text: &str| {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join(file))
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| format!("{file}: {e}"))
+        };
+        append("postgresql.conf", "\nssl = on\n")?;
+        // The first matching line wins: TLS connections are trusted, plain ones refused.
+        let hba = std::fs::read_to_string(data.join("pg_hba.conf")).map_err(|e| e.to_string())?;
+        let hba = format!(
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n{hba}"
+        );
+        std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
+        for (path, mode) in [(&key, "600"), (&crt, "644")] {
+            let _ = Command::new("chmod").arg(mode).arg(path).status();
+            if cluster.as_postgres {
+                let _ = Command::new("chown").arg("postgres:").arg(path).status();
+            }
+        }
+        let _ = append;
+        cluster.start_again()?;
+        Ok(cluster)
+    }
+
     fn data(&self) -> std::path::PathBuf {
         self.dir.join("data")
     }

@@ -68,6 +68,11 @@ pub struct HttpConfig {
     pub cors_allowed_origins: Vec<String>,
     /// What one client's connections may hold.
     pub connections: ConnectionsConfig,
+    /// PEM certificate chain and private key: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Limits of one listener's connections, so no client can hold sockets, memory or the drain.
@@ -106,6 +111,11 @@ pub struct GrpcConfig {
     pub request_body_timeout_ms: u64,
     /// What one client's connections may hold.
     pub connections: ConnectionsConfig,
+    /// PEM certificate chain and private key: serve gRPC over TLS (`h2` by ALPN).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

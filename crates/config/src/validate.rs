@@ -29,6 +29,22 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
         }
     }
     upstream_ok(cfg)?;
+    for (key, cert, tls_key) in [
+        ("http", &cfg.http.tls_cert, &cfg.http.tls_key),
+        ("grpc", &cfg.grpc.tls_cert, &cfg.grpc.tls_key),
+    ] {
+        if cert.is_some() != tls_key.is_some() {
+            let missing = if cert.is_some() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
+            return invalid(
+                &format!("{key}.{missing}"),
+                "TLS needs both tls_cert and tls_key (PEM files)",
+            );
+        }
+    }
     // An LLM-only gateway needs no embedding model (and not their memory).
     if !cfg.models.values().any(|m| m.enabled) && cfg.llm.servers.is_empty() {
         return invalid(

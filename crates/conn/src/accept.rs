@@ -171,6 +171,28 @@ async fn connection<S, B>(
     B: ResponseBody,
 {
     metrics::opened(limits.name);
+    let stream = match &limits.tls {
+        None => crate::tls::Stream::Plain(stream),
+        Some(tls) => {
+            let handshake = tokio::time::timeout(limits.header_read_timeout, tls.0.accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => crate::tls::Stream::Tls(Box::new(stream)),
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = limits.name, error = %e, "TLS handshake failed");
+                    metrics::closed(limits.name, "tls_handshake_failed");
+                    drop(slot);
+                    metrics::gone(limits.name);
+                    return;
+                }
+                Err(_) => {
+                    closing(&limits, "tls_handshake_timeout");
+                    drop(slot);
+                    metrics::gone(limits.name);
+                    return;
+                }
+            }
+        }
+    };
     let io = TokioIo::new(TrackedIo::new(stream, state.clone(), limits.refusal_body));
     let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
     let verdict = tokio::select! {

@@ -15,11 +15,13 @@ mod body;
 mod io;
 mod metrics;
 mod state;
+mod tls;
 mod watchdog;
 
 use std::time::Duration;
 
 pub use accept::{ConnectionService, ResponseBody, serve};
+pub use tls::{Tls, install_default_crypto};
 
 /// The limits of one listener.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct Limits {
     /// The body of hyper's own HTTP/1 refusals (a malformed or oversized request head), which
     /// otherwise go out empty.
     pub refusal_body: Option<RefusalBody>,
+    /// Serve TLS (`tls.rs`); `None`: plain TCP.
+    pub tls: Option<Tls>,
 }
 
 /// A content type and body for a refusal with this status.
