@@ -206,6 +206,17 @@ fn bad_configuration_names_the_key() {
             "[models.all-minilm]\nmax_window_tokens = 10\n",
             "models.all-minilm.max_window_tokens",
         ),
+        (
+            "[auth]\nmode = \"required\"\nissuer = \"https://clerk.example\"\n",
+            "auth.jwks_url",
+        ),
+        ("[auth]\nalgorithms = [\"HS256\"]\n", "auth.algorithms"),
+        (
+            "[auth.roles.ops]\npermissions = [\"embedings\"]\n",
+            "auth.roles.ops.permissions",
+        ),
+        ("[auth]\ndefault_role = \"owner\"\n", "auth.default_role"),
+        ("[http]\ntls_cert = \"/etc/cert.pem\"\n", "http.tls_key"),
     ];
     for (i, (toml, key)) in cases.iter().enumerate() {
         let file = temp_config(&format!("bad{i}"), toml);

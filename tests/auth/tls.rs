@@ -46,34 +46,7 @@ async fn the_workflow_store_speaks_tls_to_postgresql() {
 fn certificate() -> (String, String, String) {
     let dir = std::env::temp_dir().join(format!("citadel-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=citadel-test",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        // An end-entity certificate (a CA one is refused as a server's).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = common::self_signed_certificate(&dir);
     let pem = std::fs::read_to_string(&cert).unwrap();
     (cert.display().to_string(), key.display().to_string(), pem)
 }

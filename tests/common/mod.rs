@@ -206,6 +206,37 @@ impl Drop for Server {
     }
 }
 
+/// A self-signed end-entity certificate for 127.0.0.1, made with `openssl` into `dir`:
+/// (certificate path, key path).
+pub fn self_signed_certificate(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // An end-entity certificate (a CA one is refused as a server's).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed to make a test certificate (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
 /// The committed sentence-transformers reference: (texts, vectors).
 pub fn reference() -> (Vec<String>, Vec<Vec<f32>>) {
     let text =

@@ -163,31 +163,11 @@ impl PrivateCluster {
     /// A cluster that accepts TCP clients only over TLS (a self-signed certificate made with
     /// `openssl`; `hostnossl` connections are rejected), for `sslmode=require` clients.
     pub fn start_tls_only() -> Result<PrivateCluster, String> {
+        // The key is written where the server reads it: the data directory.
         let cluster = PrivateCluster::start()?;
         cluster.stop()?;
         let data = cluster.data();
-        let (crt, key) = (data.join("server.crt"), data.join("server.key"));
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&crt)
-            .output()
-            .map_err(|e| format!("cannot run openssl: {e}"))?;
-        if !made.status.success() {
-            return Err(String::from_utf8_lossy(&made.stderr).into_owned());
-        }
+        let (crt, key) = super::self_signed_certificate(&data);
         let append = |file: &str, text: &str| {
             use std::io::Write;
             std::fs::OpenOptions::new()
@@ -209,7 +189,6 @@ impl PrivateCluster {
                 let _ = Command::new("chown").arg("postgres:").arg(path).status();
             }
         }
-        let _ = append;
         cluster.start_again()?;
         Ok(cluster)
     }

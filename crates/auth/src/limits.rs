@@ -5,7 +5,10 @@
 //!
 //! Tokens are debited after the fact (an embedding's input tokens, a completion's usage when
 //! it ends): a request is admitted while any of the minute's token budget is left, and a
-//! request that overspends makes the next ones wait, as the budget's debt drains.
+//! request that overspends makes the next ones wait, as the budget's debt drains. With Redis,
+//! a debit rides on the principal's next admission (the same round trip), and what is still
+//! pending after `FLUSH_EVERY` is written on its own: another replica sees a debit at most
+//! that late.
 
 use std::{
     collections::HashMap,
@@ -23,6 +26,8 @@ use crate::permission::Limits;
 const PERIOD_US: u64 = 60_000_000;
 /// After a Redis failure, per-process counts for this long before trying Redis again.
 const DEGRADED_FOR: Duration = Duration::from_secs(1);
+/// Token debits no admission carried are written this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// What the caller's budgets look like after this request: OpenAI's `x-ratelimit-*`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,6 +68,9 @@ struct RedisLimits {
     timeout: Duration,
     admit: redis::Script,
     debit: redis::Script,
+    /// Token debits (microseconds of the token budget) waiting for the principal's next
+    /// admission or the flush.
+    pending: Mutex<HashMap<String, u64>>,
     /// Microseconds on the limiter's clock until which Redis is skipped.
     degraded_until: AtomicU64,
     degraded: AtomicBool,
@@ -82,9 +90,13 @@ pub struct LimiterStatus {
 const ADMIT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local ri, ti, p = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ri, ti, p, debt = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local rtat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 local ttat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+if debt > 0 then
+  ttat = ttat + debt
+  redis.call('SET', KEYS[2], string.format('%.0f', ttat), 'PX', math.ceil((ttat - now) / 1000) + 1)
+end
 local allowed, retry = 1, 0
 if ti > 0 and ttat - now >= p then
   allowed, retry = 0, ttat - now - p + ti
@@ -131,6 +143,7 @@ impl Limiter {
                     timeout,
                     admit: redis::Script::new(ADMIT),
                     debit: redis::Script::new(DEBIT),
+                    pending: Mutex::new(HashMap::new()),
                     degraded_until: AtomicU64::new(0),
                     degraded: AtomicBool::new(false),
                     last_error: Mutex::new(None),
@@ -161,9 +174,13 @@ impl Limiter {
     pub(crate) async fn admit(&self, id: &str, limits: Limits) -> Verdict {
         let (ri, ti) = (interval(limits.rpm), interval(limits.tpm));
         if let Some(redis) = self.redis.as_ref().filter(|r| r.usable(self.now_us())) {
-            match redis.admit(id, ri, ti).await {
+            let debt = redis.take_pending(id);
+            match redis.admit(id, ri, ti, debt).await {
                 Ok(used) => return verdict(limits, ri, ti, used),
-                Err(e) => redis.failed(&e, self.now_us()),
+                Err(e) => {
+                    redis.failed(&e, self.now_us());
+                    self.debit_local(id, debt);
+                }
             }
         }
         let now = self.now_us();
@@ -193,22 +210,40 @@ impl Limiter {
     /// Adds `tokens` used to the principal's token debt, in the background.
     pub(crate) fn debit_tokens(self: &Arc<Self>, id: &str, tpm: u64, tokens: u64) {
         let cost = interval(tpm).saturating_mul(tokens);
-        if let Some(redis) = self.redis.as_ref().filter(|r| r.usable(self.now_us())) {
-            let key = format!("{}{id}:t", redis.prefix);
-            let limiter = Arc::clone(self);
-            let id = id.to_string();
-            tokio::spawn(async move {
+        match self.redis.as_ref().filter(|r| r.usable(self.now_us())) {
+            Some(redis) => redis.add_pending(id, cost),
+            None => self.debit_local(id, cost),
+        }
+    }
+
+    /// Writes the debits no admission carried, every `FLUSH_EVERY`, for as long as the
+    /// runtime runs (only with Redis).
+    pub(crate) fn start_flush(self: &Arc<Self>) {
+        if self.redis.is_none() {
+            return;
+        }
+        let limiter = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FLUSH_EVERY).await;
+                let Some(limiter) = limiter.upgrade() else {
+                    return;
+                };
                 let Some(redis) = limiter.redis.as_ref() else {
                     return;
                 };
-                if let Err(e) = redis.debit(&key, cost).await {
-                    redis.failed(&e, limiter.now_us());
-                    limiter.debit_local(&id, cost);
+                let pending = std::mem::take(
+                    &mut *redis.pending.lock().unwrap_or_else(PoisonError::into_inner),
+                );
+                for (id, cost) in pending {
+                    let key = format!("{}{id}:t", redis.prefix);
+                    if let Err(e) = redis.debit(&key, cost).await {
+                        redis.failed(&e, limiter.now_us());
+                        limiter.debit_local(&id, cost);
+                    }
                 }
-            });
-            return;
-        }
-        self.debit_local(id, cost);
+            }
+        });
     }
 
     fn debit_local(&self, id: &str, cost: u64) {
@@ -243,6 +278,17 @@ impl Limiter {
 }
 
 impl RedisLimits {
+    fn take_pending(&self, id: &str) -> u64 {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.remove(id).unwrap_or(0)
+    }
+
+    fn add_pending(&self, id: &str, cost: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let debt = pending.entry(id.to_string()).or_default();
+        *debt = debt.saturating_add(cost);
+    }
+
     fn usable(&self, now: u64) -> bool {
         self.degraded_until.load(Ordering::Acquire) <= now
     }
@@ -261,7 +307,13 @@ impl RedisLimits {
         }
     }
 
-    async fn admit(&self, id: &str, ri: u64, ti: u64) -> Result<(bool, u64, u64, u64), String> {
+    async fn admit(
+        &self,
+        id: &str,
+        ri: u64,
+        ti: u64,
+        debt: u64,
+    ) -> Result<(bool, u64, u64, u64), String> {
         let work = async {
             let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
             let (allowed, retry, used_r, used_t): (i64, String, String, String) = self
@@ -271,6 +323,7 @@ impl RedisLimits {
                 .arg(ri)
                 .arg(ti)
                 .arg(PERIOD_US)
+                .arg(debt)
                 .invoke_async(&mut *conn)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -184,7 +184,11 @@ impl Policy {
                 // Clerk's tokens live 60 s; each entry is also checked against its own `exp`.
                 .time_to_live(Duration::from_secs(120))
                 .build(),
-            limiter: Arc::new(limiter),
+            limiter: {
+                let limiter = Arc::new(limiter);
+                limiter.start_flush();
+                limiter
+            },
             max_token_bytes: config.max_token_bytes,
             protect_reflection: config.protect_reflection,
             protect_metrics: config.protect_metrics,
