@@ -139,3 +139,40 @@ async fn tokens_per_minute_are_counted_from_real_usage() {
         "retry-after {retry} for {used} tokens"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_s_tokens_are_debited_when_it_ends() {
+    use citadel_standin::llm::{LlmStandIn, LlmStandInConfig};
+    let vllm = LlmStandIn::start(LlmStandInConfig::default())
+        .await
+        .unwrap();
+    let database = common::sqlite_url();
+    let config = format!(
+        "{KEYS_ONLY}[[llm.servers]]\nname = \"llm-0\"\nurl = \"{}\"\n",
+        vllm.url()
+    );
+    let server = common::Server::with_env(&config, &[("CITADEL_DATABASE__URL", database.as_str())]);
+    let key = create(
+        &database,
+        &["--name", "chat", "--role", "member", "--tpm", "10"],
+    );
+    let chat = |stream: bool| {
+        common::http()
+            .post(server.url("/v1/chat/completions"))
+            .header("authorization", bearer(&key))
+            .json(
+                &serde_json::json!({"model": "standin-llm", "stream": stream, "max_tokens": 12,
+                "messages": [{"role": "user", "content": "hello there"}]}),
+            )
+            .send()
+    };
+    // The stream is admitted (the budget is whole) and runs to its end: 2 + 12 tokens.
+    let streamed = chat(true).await.unwrap();
+    assert_eq!(streamed.status(), 200);
+    let text = streamed.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = chat(false).await.unwrap();
+    assert_eq!(refused.status(), 429, "the stream's usage was not counted");
+    assert_eq!(refused.headers()["x-ratelimit-remaining-tokens"], "0");
+}

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod jwks;
 mod keys;
 mod limits;

@@ -5,17 +5,14 @@
 //! for `auth.key_cache_ms`, so a repeated credential costs a lookup, not an RSA verify or a
 //! database read.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use citadel_config::{AuthConfig, AuthMode};
-use opentelemetry::{KeyValue, global, metrics::Counter};
 use sha2::{Digest, Sha256};
 
 use crate::{
     Caller, Permission, Principal, PrincipalKind, RateState,
+    audit::{audit, metrics},
     jwks::{self, Jwks, KeySource},
     keys::{self, KeyRecord, KeyStore},
     limits::{Limiter, LimiterStatus, Verdict},
@@ -389,39 +386,4 @@ pub fn bearer(value: &str) -> Option<&str> {
         Some(_) => None,
         None => Some(value),
     }
-}
-
-fn audit(reason: &str, principal: Option<&str>, route: &str) {
-    metrics()
-        .failures
-        .add(1, &[KeyValue::new("reason", reason.to_string())]);
-    tracing::warn!(
-        target: "citadel::audit",
-        reason,
-        principal = principal.unwrap_or("-"),
-        route,
-        "request refused"
-    );
-}
-
-struct AuthMetrics {
-    failures: Counter<u64>,
-    rate_limited: Counter<u64>,
-}
-
-fn metrics() -> &'static AuthMetrics {
-    static METRICS: OnceLock<AuthMetrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let meter = global::meter("citadel.auth");
-        AuthMetrics {
-            failures: meter
-                .u64_counter("citadel.auth.failures")
-                .with_description("Refused requests by reason (missing_credentials, expired, bad_signature, permission_denied, ...)")
-                .build(),
-            rate_limited: meter
-                .u64_counter("citadel.ratelimit.rejections")
-                .with_description("Requests refused by a requests- or tokens-per-minute limit")
-                .build(),
-        }
-    })
 }

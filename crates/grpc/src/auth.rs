@@ -198,19 +198,6 @@ fn go_duration(d: std::time::Duration) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(super::go_duration(Duration::from_millis(20)), "20ms");
-        assert_eq!(super::go_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(super::go_duration(Duration::from_secs(6)), "6s");
-        assert_eq!(super::go_duration(Duration::from_secs(360)), "6m0s");
-    }
-}
-
 /// The admitted caller of a call; the authorize layer always puts one there, so a missing one
 /// means the call did not pass the door (refused, never served anonymously).
 pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<citadel_auth::Caller, Status> {
@@ -228,5 +215,18 @@ pub(crate) fn check_model(caller: &citadel_auth::Caller, model: &str) -> Result<
         false => Err(Status::permission_denied(format!(
             "this API key may not use model `{model}`"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(super::go_duration(Duration::from_millis(20)), "20ms");
+        assert_eq!(super::go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(super::go_duration(Duration::from_secs(6)), "6s");
+        assert_eq!(super::go_duration(Duration::from_secs(360)), "6m0s");
     }
 }
