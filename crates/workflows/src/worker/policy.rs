@@ -110,6 +110,7 @@ mod tests {
             expires_us: None,
             version: 0,
             checkpoint: None,
+            owner: None,
         }
     }
 
