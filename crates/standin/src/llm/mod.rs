@@ -4,7 +4,10 @@
 //! SSE streams), `GET /v1/models` (with vLLM's `max_model_len`), `GET /health` and the
 //! `vllm:` gauges on `GET /metrics`, over a real socket on bare hyper. What it generates is a
 //! deterministic function of the request (token `i` is `tok{i} `), so a test can check every
-//! chunk. It applies a deterministic tool rule so agent loops can be driven, checks the context
+//! chunk. It applies a deterministic tool rule so agent loops can be driven (with tools offered,
+//! a user message calls the tool it names, else — unless `tool_choice` is `auto` — the first;
+//! the arguments are the JSON object in the text, else `{"input": text}`; after a tool message
+//! it answers `tool result: <content> `), checks the context
 //! length as vLLM does, and can be told to be slow, fail, hang, reset, cut, stall or corrupt a
 //! stream ([`LlmBehaviour`]), in process or over `POST /_standin/behaviour`.
 

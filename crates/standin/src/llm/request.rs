@@ -175,7 +175,7 @@ pub(crate) fn plan(
     let choices = prompts.saturating_mul(n);
     let (output, finish, completion_tokens) = match rule {
         Rule::ToolCall { name, input } => {
-            let arguments = format!("{{\"input\": {}}}", Value::String(input));
+            let arguments = tool_arguments(&input);
             let arguments = pieces(&arguments);
             let first_id = shared
                 .counters
@@ -259,19 +259,32 @@ fn chat(body: &serde_json::Map<String, Value>) -> Result<Prompt, ApiError> {
     let choice = body.get("tool_choice");
     let rule = match (role, tools) {
         (Some("user"), Some(tools)) if choice.and_then(Value::as_str) != Some("none") => {
+            let name_of = |t: &Value| {
+                t.get("function")
+                    .and_then(|f| f.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
             let named = choice
                 .and_then(|c| c.get("function"))
                 .and_then(|f| f.get("name"))
-                .and_then(Value::as_str);
-            let first = tools
-                .first()
-                .and_then(|t| t.get("function"))
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str);
-            let name = named.or(first).unwrap_or_default().to_string();
-            Rule::ToolCall {
-                name,
-                input: last_text,
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            // A tool the user's text names, as a model reads "use lookup ...".
+            let mentioned = tools
+                .iter()
+                .filter_map(name_of)
+                .find(|n| !n.is_empty() && last_text.contains(n.as_str()));
+            // `auto` leaves the choice to the model: only a named tool is called. Otherwise
+            // (absent or `required`) the first tool is.
+            let auto = choice.and_then(Value::as_str) == Some("auto");
+            let fallback = (!auto).then(|| tools.first().and_then(name_of)).flatten();
+            match named.or(mentioned).or(fallback) {
+                Some(name) => Rule::ToolCall {
+                    name,
+                    input: last_text,
+                },
+                None => Rule::Generate,
             }
         }
         (Some("tool"), _) => Rule::ToolResult(last_text),
@@ -326,6 +339,21 @@ fn content_text(content: Option<&Value>) -> String {
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
+    }
+}
+
+/// A tool call's arguments: the JSON object the text holds (first `{` to last `}`), else
+/// `{"input": text}`.
+fn tool_arguments(text: &str) -> String {
+    let embedded = match (text.find('{'), text.rfind('}')) {
+        (Some(start), Some(end)) if start < end => {
+            serde_json::from_str::<serde_json::Map<String, Value>>(&text[start..=end]).ok()
+        }
+        _ => None,
+    };
+    match embedded {
+        Some(object) => Value::Object(object).to_string(),
+        None => format!("{{\"input\": {}}}", Value::String(text.to_string())),
     }
 }
 
