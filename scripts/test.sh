@@ -2,7 +2,8 @@
 # Sets up everything the tests need and runs every test: formatting, lints, the Rust unit and
 # end-to-end tests (real servers on free loopback ports, with Redis and PostgreSQL on loopback:
 # scripts/ensure-services.sh installs and starts them where missing), then the official OpenAI
-# SDK and a standard gRPC health client against a running server. Safe to run again.
+# SDK and a standard gRPC health client against a running server; the AG-UI clients and the
+# operator page in Chromium run inside `cargo test` (tests/realtime). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ fi
 
 echo "==> services (redis, postgresql)"
 scripts/ensure-services.sh
+echo "==> node clients and chromium (AG-UI and browser tests)"
+scripts/setup-js.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

@@ -44,13 +44,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let workflows = Workflows::open(&config, &embeddings_url, config.workflows.concurrency).await?;
     let stopping = CancellationToken::new();
-    let workflow_api = WorkflowApi::new(
-        workflows.store.clone(),
-        workflows.hub.clone(),
-        workflows.registry.clone(),
-        Workflows::submit_defaults(&config),
-        stopping.clone(),
-    );
+    let workflow_api = WorkflowApi::new(workflows.core(&config), stopping.clone());
 
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new(&core).await;
@@ -86,7 +80,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         policy.clone(),
         grpc_listener,
     )?;
-    let mut http = start_http(&config, channel, &upstream, metrics, policy, http_listener)?;
+    // The edge's long-lived streams (WebSockets, agent runs) stop first at shutdown.
+    let streams_stopping = CancellationToken::new();
+    let mut http = start_http(
+        &config,
+        channel,
+        &upstream,
+        metrics,
+        policy,
+        http_listener,
+        streams_stopping.clone(),
+    )?;
     tracing::info!(http_addr = %http_addr, grpc_addr = %grpc_addr, %upstream, "citadel listening");
     let readiness = tokio::spawn(announce_ready(
         health.clone(),
@@ -107,6 +111,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         result = &mut grpc.task => bail!("the gRPC server stopped: {result:?}"),
     }
 
+    // Sockets and agent runs close at once (1001, RUN_ERROR): they would hold the drain.
+    streams_stopping.cancel();
     // Drain: refuse new work first, let the REST edge finish (it needs the mesh), then the mesh.
     let deadline = Instant::now() + Duration::from_millis(config.shutdown.drain_timeout_ms);
     // A model still loading must not turn health back to SERVING once draining has begun.
@@ -202,6 +208,26 @@ fn start_grpc(
     }))
 }
 
+/// `[ws]` and `[agui]` for the edge.
+fn realtime(config: &Config, stopping: CancellationToken) -> citadel_gateway::Realtime {
+    let ms = Duration::from_millis;
+    citadel_gateway::Realtime {
+        ws: citadel_gateway::WsSettings {
+            max_message_bytes: config.ws.max_message_bytes,
+            metrics_interval: ms(config.ws.metrics_interval_ms),
+            ping_interval: ms(config.ws.ping_interval_ms),
+            send_queue: config.ws.send_queue,
+        },
+        agui: citadel_gateway::AguiSettings {
+            default_model: config.agui.default_model.clone(),
+            embedding_model: config.agui.embedding_model.clone(),
+            max_iterations: config.agui.max_iterations,
+            workflow_wait: ms(config.agui.workflow_wait_ms),
+        },
+        stopping,
+    }
+}
+
 fn start_http(
     config: &Config,
     channel: citadel_gateway::MeshChannel,
@@ -209,6 +235,7 @@ fn start_http(
     metrics: MetricsHandle,
     policy: Arc<citadel_auth::Policy>,
     listener: TcpListener,
+    streams_stopping: CancellationToken,
 ) -> anyhow::Result<Running> {
     let timeout = Duration::from_millis(config.http.request_timeout_ms);
     let completion_timeout = Duration::from_millis(config.llm.request_timeout_ms);
@@ -217,10 +244,13 @@ fn start_http(
         channel,
         upstream,
         config.grpc.max_message_bytes,
-        timeout,
-        completion_timeout,
+        citadel_gateway::Deadlines {
+            request: timeout,
+            completion: completion_timeout,
+        },
         render,
         policy,
+        realtime(config, streams_stopping),
     );
     let settings = GatewaySettings {
         body_limit_bytes: config.http.body_limit_bytes,

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use citadel_config::Config;
-use citadel_grpc::SubmitDefaults;
 use citadel_proto::v1::{
     completion_service_client::CompletionServiceClient,
     embedding_service_client::EmbeddingServiceClient,
 };
 use citadel_workflows::{
-    EventHub, Registry, RetryPolicy, Store, Worker, WorkerSettings,
+    EventHub, Registry, RetryPolicy, Store, SubmitLimits, Worker, WorkerSettings,
     tasks::{
         CacheWarm, Credentials, EmbedBatch, EmbedSettings, FileRoot, LlmBatch, LlmChain,
         LlmSettings, Noop, Sleep,
@@ -52,9 +51,20 @@ impl Workflows {
         })
     }
 
-    pub fn submit_defaults(config: &Config) -> SubmitDefaults {
+    /// The workflow core the edges call.
+    pub fn core(&self, config: &Config) -> citadel_workflows::Workflows {
+        citadel_workflows::Workflows::new(
+            self.store.clone(),
+            self.hub.clone(),
+            self.registry.clone(),
+            Self::submit_limits(config),
+        )
+        .with_watch_buffer(config.workflows.watch_buffer)
+    }
+
+    fn submit_limits(config: &Config) -> SubmitLimits {
         let w = &config.workflows;
-        SubmitDefaults {
+        SubmitLimits {
             time_limit_ms: w.default_time_limit_ms,
             retry: RetryPolicy {
                 max_attempts: w.default_max_attempts,

@@ -5,13 +5,17 @@
 //! HTTP metrics. Beside it sits an Ollama-compatible surface (`/api/embed`, `/api/embeddings`,
 //! `/api/tags`, `/api/version`, errors as Ollama's `{"error": "..."}`) so tools built for Ollama
 //! can point at Citadel unchanged. Durable workflows are submitted, listed, fetched, cancelled
-//! and retried at `/api/v1/workflows` (`citadel.v1.WorkflowService`). It holds no business
+//! and retried at `/api/v1/workflows` (`citadel.v1.WorkflowService`). The real-time edge adds
+//! `/ws/orchestration` (live workflow events, health, models and metrics; workflow control),
+//! the AG-UI agent at `/api/v1/agui` for CopilotKit front ends, the Copilot actions at
+//! `/api/v1/copilot/actions`, and the operator page at `/`. It holds no business
 //! logic and never reaches past the gRPC contract: every call goes through a tonic client to
 //! `citadel.v1.*` (in memory when the mesh shares the process, `mesh.rs`), so anything REST can
 //! do, gRPC can too.
 
 #![forbid(unsafe_code)]
 
+mod agui;
 mod cache_headers;
 mod completions;
 mod error;
@@ -21,6 +25,7 @@ mod mesh;
 mod mesh_client;
 mod ollama;
 mod openai;
+mod realtime;
 mod routes;
 mod state;
 mod workflows;
@@ -36,9 +41,11 @@ use axum::{
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+pub use agui::AguiSettings;
 pub use error::{ApiError, refusal_body};
 pub use mesh::{MeshChannel, in_process as in_process_channel, remote as remote_channel};
-pub use state::{AppState, MetricsRender};
+pub use realtime::WsSettings;
+pub use state::{AppState, Deadlines, MetricsRender, Realtime};
 
 /// What the edge needs from the configuration.
 #[derive(Debug, Clone)]
@@ -69,6 +76,7 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
             "/api/v1/workflows",
             post(routes::workflows::submit).get(routes::workflows::list),
         )
+        .route("/api/v1/workflows/queue", get(routes::workflows::queue))
         .route("/api/v1/workflows/{id}", get(routes::workflows::get))
         .route(
             "/api/v1/workflows/{id}/cancel",
@@ -78,6 +86,15 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
             "/api/v1/workflows/{id}/retry",
             post(routes::workflows::retry),
         )
+        // The real-time edge: the live socket, the AG-UI agent, the Copilot actions and the
+        // operator page.
+        .route("/ws/orchestration", get(realtime::orchestration))
+        .route("/api/v1/agui", post(agui::run))
+        .route(
+            "/api/v1/copilot/actions",
+            get(agui::actions::list).post(agui::actions::invoke),
+        )
+        .route("/", get(routes::operator::page))
         .route("/health", get(routes::health::live))
         .route("/health/", get(routes::health::live))
         .route("/health/detailed", get(routes::health::detailed))

@@ -53,6 +53,7 @@ impl RateSlot {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Mesh {
     state: AppState,
     request_id: Option<AsciiMetadataValue>,
@@ -105,6 +106,27 @@ impl Mesh {
         request
     }
 
+    /// `request` for a stream that lives as long as its caller wants (a Watch): no deadline.
+    pub(crate) fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = self.request(message);
+        request.metadata_mut().remove("grpc-timeout");
+        request
+    }
+
+    /// This handle with another credential (a WebSocket's subprotocol or refreshed token):
+    /// `Bearer <token>`.
+    pub(crate) fn with_token(&self, token: &str) -> Option<Mesh> {
+        let value = AsciiMetadataValue::try_from(format!("Bearer {token}")).ok()?;
+        Some(Mesh {
+            credential: Some(value),
+            ..self.clone()
+        })
+    }
+
+    pub(crate) fn has_credential(&self) -> bool {
+        self.credential.is_some()
+    }
+
     /// `request` for a completion: its own, longer deadline.
     pub(crate) fn llm_request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = self.request(message);
@@ -115,17 +137,23 @@ impl Mesh {
     /// For routes no single RPC serves (`/health/detailed`, a protected `/metrics`): the same
     /// policy the mesh applies, asked directly.
     pub(crate) async fn admit(&self, permission: Permission, route: &str) -> Result<(), ApiError> {
+        self.admit_caller(permission, route).await.map(drop)
+    }
+
+    /// `admit`, keeping who was admitted (a long-lived connection needs its expiry).
+    pub(crate) async fn admit_caller(
+        &self,
+        permission: Permission,
+        route: &str,
+    ) -> Result<citadel_auth::Caller, ApiError> {
         let credential = self.credential.as_ref().and_then(|c| c.to_str().ok());
         let credential = credential.and_then(citadel_auth::bearer);
-        match self
-            .state
+        self.state
             .policy
             .admit(credential, Some(permission), route)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(refusal) => Err(refused(&refusal)),
-        }
+            .map(|admission| admission.caller)
+            .map_err(|refusal| refused(&refusal))
     }
 
     /// Awaits a completion call (for a stream: until its first chunk), bounded by the

@@ -32,6 +32,24 @@ pub struct AppState {
     pub(crate) upstream: Arc<str>,
     /// The same policy the mesh applies, for the routes no RPC serves.
     pub(crate) policy: Arc<Policy>,
+    pub(crate) realtime: Arc<Realtime>,
+}
+
+/// The long-lived streams' settings and their own stop switch, fired first at shutdown so a
+/// WebSocket or an agent run never holds the REST drain.
+#[derive(Debug, Clone)]
+pub struct Realtime {
+    pub ws: crate::realtime::WsSettings,
+    pub agui: crate::agui::AguiSettings,
+    pub stopping: tokio_util::sync::CancellationToken,
+}
+
+/// The edge's deadlines: a request's (`http.request_timeout_ms`) and a completion's, streamed
+/// or not (`llm.request_timeout_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub request: Duration,
+    pub completion: Duration,
 }
 
 impl AppState {
@@ -39,11 +57,15 @@ impl AppState {
         channel: MeshChannel,
         upstream: &str,
         max_message_bytes: usize,
-        request_timeout: Duration,
-        completion_timeout: Duration,
+        deadlines: Deadlines,
         metrics: MetricsRender,
         policy: Arc<Policy>,
+        realtime: Realtime,
     ) -> Self {
+        let Deadlines {
+            request: request_timeout,
+            completion: completion_timeout,
+        } = deadlines;
         let embeddings = EmbeddingServiceClient::new(channel.clone())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
@@ -64,6 +86,7 @@ impl AppState {
             started: Instant::now(),
             upstream: upstream.into(),
             policy,
+            realtime: Arc::new(realtime),
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt::Display;
 
 use axum::http::HeaderMap;
 use citadel_proto::{
-    json::{from_struct, from_value, to_struct},
+    json::{from_struct, from_value},
     v1,
 };
 use serde::{Deserialize, Serialize};
@@ -52,9 +52,12 @@ impl SubmitBody {
             .kind
             .filter(|k| !k.is_empty())
             .ok_or_else(|| ApiError::invalid("kind", "you must provide the workflow's kind"))?;
-        let params = to_struct(&self.params).ok_or_else(|| {
-            ApiError::invalid("params", "params must be a JSON object (or left out)")
-        })?;
+        if !self.params.is_object() {
+            let m = "params must be a JSON object (or left out)";
+            return Err(ApiError::invalid("params", m));
+        }
+        // As JSON text: a Struct would turn integers above 2^53 into doubles.
+        let params_json = self.params.to_string();
         let not_before = match self.not_before {
             None => None,
             Some(text) => Some(text.parse().map_err(|e| {
@@ -69,7 +72,8 @@ impl SubmitBody {
         });
         Ok(v1::SubmitWorkflowRequest {
             kind,
-            params: Some(params),
+            params: None,
+            params_json,
             idempotency_key: idempotency_key(self.idempotency_key, headers)?,
             priority: self.priority.unwrap_or_default(),
             not_before,
@@ -141,6 +145,8 @@ pub struct WorkflowObject {
     pub finished_at: Option<String>,
     pub lease_expires_at: Option<String>,
     pub expires_at: Option<String>,
+    /// Grows with every change: orders what a watcher receives.
+    pub version: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,7 +162,10 @@ impl From<v1::Workflow> for WorkflowObject {
         let progress = w.progress.unwrap_or_default();
         WorkflowObject {
             object: "workflow",
-            params: w.params.as_ref().map_or_else(empty_object, from_struct),
+            params: match serde_json::from_str(&w.params_json) {
+                Ok(params) => params,
+                Err(_) => w.params.as_ref().map_or_else(empty_object, from_struct),
+            },
             state: state_name(w.state),
             priority: w.priority,
             attempts: w.attempts,
@@ -172,7 +181,10 @@ impl From<v1::Workflow> for WorkflowObject {
                 total: progress.total,
                 message: non_empty(progress.message),
             },
-            result: w.result.as_ref().map_or(Value::Null, from_value),
+            result: match serde_json::from_str(&w.result_json) {
+                Ok(result) => result,
+                Err(_) => w.result.as_ref().map_or(Value::Null, from_value),
+            },
             error: non_empty(w.error),
             idempotency_key: non_empty(w.idempotency_key),
             cancel_requested: w.cancel_requested,
@@ -184,6 +196,7 @@ impl From<v1::Workflow> for WorkflowObject {
             finished_at: rfc3339(w.finished_at.as_ref()),
             lease_expires_at: rfc3339(w.lease_expires_at.as_ref()),
             expires_at: rfc3339(w.expires_at.as_ref()),
+            version: w.version,
             id: w.id,
             kind: w.kind,
         }

@@ -1,10 +1,7 @@
 //! API keys made with `citadel keys`: used on both doors, limited to models, listed without
 //! their secret, revoked on every process within 5 s, and expiring.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use citadel_proto::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
 use tonic::{Code, Request, transport::Channel};
@@ -14,33 +11,7 @@ use crate::{assert_refused, bearer, common, embed};
 /// Auth required, API keys only (no Clerk instance configured).
 pub const KEYS_ONLY: &str = "[auth]\nmode = \"required\"\n";
 
-/// Runs `citadel keys ARGS` on `database`; returns (success, stdout, stderr).
-pub fn keys(database: &str, args: &[&str]) -> (bool, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_citadel"));
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CITADEL_")) {
-        command.env_remove(key);
-    }
-    let out = command
-        .arg("keys")
-        .args(args)
-        .env("CITADEL_DATABASE__URL", database)
-        .output()
-        .expect("run citadel keys");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
-/// Creates a key; returns it (the last line of stdout).
-pub fn create(database: &str, args: &[&str]) -> String {
-    let (ok, stdout, stderr) = keys(database, &[&["create"], args].concat());
-    assert!(ok, "keys create failed: {stderr}");
-    let key = stdout.lines().last().unwrap().trim().to_string();
-    assert!(
-        key.starts_with("ck_"),
-        "the key alone on the last line: {stdout:?}"
-    );
-    key
-}
+pub use crate::common::{create_key as create, keys};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_work_on_both_doors_within_their_models_and_revoke_everywhere() {

@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod jwt;
 pub mod pg;
 pub mod upstream;
 
@@ -349,4 +350,32 @@ pub fn assert_openai_error(status: u16, body: &Value, expected: u16) -> Value {
         "param/code keys in {body}"
     );
     error.clone()
+}
+
+/// Runs `citadel keys ARGS` on `database`; returns (success, stdout, stderr).
+pub fn keys(database: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_citadel"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CITADEL_")) {
+        command.env_remove(key);
+    }
+    let out = command
+        .arg("keys")
+        .args(args)
+        .env("CITADEL_DATABASE__URL", database)
+        .output()
+        .expect("run citadel keys");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Creates an API key with `citadel keys create ARGS`; returns it (the last line of stdout).
+pub fn create_key(database: &str, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = keys(database, &[&["create"], args].concat());
+    assert!(ok, "keys create failed: {stderr}");
+    let key = stdout.lines().last().expect("a line").trim().to_string();
+    assert!(
+        key.starts_with("ck_"),
+        "the key alone on the last line: {stdout:?}"
+    );
+    key
 }

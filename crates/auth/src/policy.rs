@@ -314,6 +314,7 @@ impl Policy {
             limits: role.limits,
             role,
             models: None,
+            expires_at: Some(session.expires_at),
         });
         let entry = (Arc::clone(&principal), session.expires_at);
         self.token_cache.insert(digest, entry);
@@ -373,6 +374,7 @@ impl Policy {
             },
             models: record.model_list(),
             role,
+            expires_at: None,
         }))
     }
 }

@@ -28,6 +28,9 @@ pub struct Principal {
     /// Models a key is limited to; `None`: every model.
     pub models: Option<Vec<String>>,
     pub limits: Limits,
+    /// When the credential stops being valid (Unix seconds): a session token's `exp`, for
+    /// long-lived connections to close then. `None`: until revoked.
+    pub expires_at: Option<u64>,
 }
 
 impl Principal {
@@ -38,6 +41,7 @@ impl Principal {
             role,
             models: None,
             limits: Limits::default(),
+            expires_at: None,
         }
     }
 

@@ -11,6 +11,7 @@
 mod auth;
 mod llm;
 mod load;
+mod realtime;
 mod redact;
 mod validate;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{AuthConfig, AuthMode, RoleConfig};
 pub use llm::LlmConfig;
 pub use load::{ConfigError, Overrides, load};
+pub use realtime::{AguiConfig, WsConfig};
 
 /// The whole configuration tree.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -48,6 +50,14 @@ pub struct Config {
     pub workflows: WorkflowsConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub ws: WsConfig,
+    #[serde(default)]
+    pub agui: AguiConfig,
+}
+
+fn default_watch_buffer() -> usize {
+    16_384
 }
 
 /// The OpenAI-compatible REST edge.
@@ -401,6 +411,10 @@ pub struct WorkflowsConfig {
     /// Most bytes of workflows in one list page, besides the page size (a page always holds at
     /// least one workflow).
     pub list_page_max_bytes: usize,
+    /// Changes a Watch with records (the WebSocket's, the agent's) may fall behind before it
+    /// is dropped and told how many it missed (it then watches again with a snapshot).
+    #[serde(default = "default_watch_buffer")]
+    pub watch_buffer: usize,
     /// Texts per EmbeddingService call in `embed_batch` and `cache_warm` (one progress step).
     pub embed_chunk_size: usize,
     /// The only directory `input_file`/`output_file` parameters may name files in (relative

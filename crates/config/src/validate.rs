@@ -65,6 +65,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     llm_ok(cfg)?;
     auth_ok(&cfg.auth)?;
+    realtime_ok(cfg)?;
     if let Some(q) = &cfg.qdrant {
         http_url("qdrant.url", &q.url)?;
     }
@@ -361,6 +362,12 @@ fn workflows_ok(w: &crate::WorkflowsConfig) -> Result<(), ConfigError> {
         "workflows.list_page_max_bytes",
         w.list_page_max_bytes as u64,
     )?;
+    if !(16..=1_048_576).contains(&w.watch_buffer) {
+        return invalid(
+            "workflows.watch_buffer",
+            "must be from 16 to 1048576 changes",
+        );
+    }
     positive("workflows.default_time_limit_ms", w.default_time_limit_ms)?;
     positive(
         "workflows.default_max_attempts",
@@ -412,4 +419,27 @@ fn invalid<T>(key: &str, message: &str) -> Result<T, ConfigError> {
         key: key.to_string(),
         message: message.to_string(),
     })
+}
+
+fn realtime_ok(cfg: &Config) -> Result<(), ConfigError> {
+    let ws = &cfg.ws;
+    if !(256..=16 * 1024 * 1024).contains(&ws.max_message_bytes) {
+        return invalid("ws.max_message_bytes", "must be from 256 bytes to 16 MiB");
+    }
+    if !(50..=60_000).contains(&ws.metrics_interval_ms) {
+        return invalid("ws.metrics_interval_ms", "must be from 50 to 60000");
+    }
+    if !(1_000..=300_000).contains(&ws.ping_interval_ms) {
+        return invalid("ws.ping_interval_ms", "must be from 1000 to 300000");
+    }
+    if !(16..=65_536).contains(&ws.send_queue) {
+        return invalid("ws.send_queue", "must be from 16 to 65536");
+    }
+    if !(1..=32).contains(&cfg.agui.max_iterations) {
+        return invalid("agui.max_iterations", "must be from 1 to 32");
+    }
+    if cfg.agui.workflow_wait_ms > 3_600_000 {
+        return invalid("agui.workflow_wait_ms", "must be at most 3600000 (an hour)");
+    }
+    Ok(())
 }

@@ -4,12 +4,12 @@
 //!
 //! This crate owns the translation between protobuf messages and the core's types, the one
 //! mapping from [`citadel_embeddings::EmbedError`], [`citadel_llm::LlmError`] and
-//! [`citadel_workflows::StoreError`] to
+//! [`citadel_workflows::WorkflowError`] to
 //! `tonic::Status`, `grpc-timeout` deadlines, health reporting tied to model readiness, the
 //! server's message limits and the wire rules tonic leaves open (content type, one message per
 //! unary call, bounded status messages). It must hold no embedding
-//! or queue logic: handlers convert, call [`citadel_embeddings::EmbeddingCore`] or
-//! [`citadel_workflows::Store`], convert back.
+//! or workflow logic: handlers convert, call [`citadel_embeddings::EmbeddingCore`] or
+//! [`citadel_workflows::Workflows`], convert back.
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +24,6 @@ mod server;
 mod status;
 mod workflow;
 mod workflow_convert;
-mod workflow_watch;
 
 pub use auth::{AuthorizeLayer, rate_values};
 pub use completion::CompletionApi;
@@ -32,4 +31,3 @@ pub use embedding::EmbeddingApi;
 pub use health::HealthControl;
 pub use server::{GrpcSettings, ServerError, service};
 pub use workflow::WorkflowApi;
-pub use workflow_convert::SubmitDefaults;

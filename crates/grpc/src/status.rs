@@ -3,10 +3,10 @@
 use citadel_embeddings::EmbedError;
 use citadel_llm::LlmError;
 use citadel_proto::metadata::{
-    ERROR_CODE as ERROR_CODE_KEY, ERROR_PARAM as ERROR_PARAM_KEY, RETRY_AFTER as RETRY_AFTER_KEY,
-    UPSTREAM as UPSTREAM_KEY,
+    ERROR_CODE as ERROR_CODE_KEY, ERROR_PARAM as ERROR_PARAM_KEY, MISSED as MISSED_KEY,
+    RETRY_AFTER as RETRY_AFTER_KEY, UPSTREAM as UPSTREAM_KEY,
 };
-use citadel_workflows::StoreError;
+use citadel_workflows::{StoreError, WorkflowError};
 use tonic::{Code, Status, metadata::MetadataValue};
 
 /// INVALID_ARGUMENT naming the request field.
@@ -18,8 +18,22 @@ pub(crate) fn invalid(param: &'static str, message: impl Into<String>) -> Status
     status
 }
 
-/// The one place a workflow store error becomes a gRPC status.
-pub(crate) fn store_status(error: StoreError) -> Status {
+/// The one place a workflow error becomes a gRPC status.
+pub(crate) fn workflow_status(error: WorkflowError) -> Status {
+    match error {
+        WorkflowError::Invalid { param, message } => invalid(param, message),
+        WorkflowError::Lagged { missed } => {
+            let mut status = Status::aborted(error.to_string());
+            status
+                .metadata_mut()
+                .insert(MISSED_KEY, MetadataValue::from(missed));
+            status
+        }
+        WorkflowError::Store(e) => store_status(e),
+    }
+}
+
+fn store_status(error: StoreError) -> Status {
     let message = error.to_string();
     match error {
         StoreError::NotFound(_) => Status::new(Code::NotFound, message),

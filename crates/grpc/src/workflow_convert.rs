@@ -4,7 +4,7 @@ use citadel_proto::{
     json,
     v1::{self, WorkflowState},
 };
-use citadel_workflows::{NewWorkflow, RetryPolicy, State, Workflow, WorkflowEvent};
+use citadel_workflows::{RetryPolicy, State, SubmitRequest, WatchItem, Workflow};
 use prost_types::Timestamp;
 use tonic::Status;
 
@@ -52,17 +52,6 @@ fn unsigned(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// A filter value fit to reach the database: short, no control characters.
-pub(crate) fn plain_text(param: &'static str, value: &str) -> Result<(), Status> {
-    if value.len() > 255 || value.chars().any(char::is_control) {
-        return Err(invalid(
-            param,
-            "must be at most 255 bytes, without control characters",
-        ));
-    }
-    Ok(())
-}
-
 pub(crate) fn workflow(w: &Workflow) -> v1::Workflow {
     v1::Workflow {
         id: w.id.clone(),
@@ -94,10 +83,15 @@ pub(crate) fn workflow(w: &Workflow) -> v1::Workflow {
         finished_at: w.finished_us.map(timestamp),
         lease_expires_at: w.lease_expires_us.map(timestamp),
         expires_at: w.expires_us.map(timestamp),
+        params_json: w.params.clone(),
+        result_json: w.result.clone().unwrap_or_default(),
+        version: unsigned(w.version),
     }
 }
 
-pub(crate) fn event(e: &WorkflowEvent) -> v1::WorkflowEvent {
+/// A change as Watch sends it: the event's fields, and the whole record when asked for.
+pub(crate) fn event(item: &WatchItem) -> v1::WorkflowEvent {
+    let e = &item.event;
     let state = State::parse(&e.state).map_or(WorkflowState::Unspecified, state);
     v1::WorkflowEvent {
         workflow_id: e.id.clone(),
@@ -114,94 +108,34 @@ pub(crate) fn event(e: &WorkflowEvent) -> v1::WorkflowEvent {
         worker: e.worker.clone().unwrap_or_default(),
         at: Some(timestamp(e.at_us)),
         version: unsigned(e.version),
+        workflow: item.workflow.as_deref().map(workflow),
+        snapshot: item.snapshot,
     }
 }
 
-/// Server-side defaults and bounds for what a submit may ask.
-#[derive(Debug, Clone, Copy)]
-pub struct SubmitDefaults {
-    pub time_limit_ms: u64,
-    pub retry: RetryPolicy,
-    /// Largest `params`, in bytes of JSON.
-    pub max_params_bytes: usize,
-    /// Most bytes of workflows in one List page.
-    pub list_page_max_bytes: usize,
-}
-
-const MAX_TIME_LIMIT_MS: u64 = 7 * 24 * 3_600_000;
-const MAX_ATTEMPTS: u32 = 100;
-const MAX_BACKOFF_MS: u64 = 24 * 3_600_000;
-const MAX_KEY_LEN: usize = 255;
-/// google.protobuf.Timestamp's range: 0001-01-01 to 9999-12-31.
-const MIN_SECONDS: i64 = -62_135_596_800;
-const MAX_SECONDS: i64 = 253_402_300_799;
-
-/// Checks the request's own fields (the kind's parameters are the task's to check).
-pub(crate) fn new_workflow(
-    r: v1::SubmitWorkflowRequest,
-    defaults: &SubmitDefaults,
-) -> Result<NewWorkflow, Status> {
-    if r.idempotency_key.len() > MAX_KEY_LEN || r.idempotency_key.chars().any(char::is_control) {
-        let m = format!("must be at most {MAX_KEY_LEN} bytes, without control characters");
-        return Err(invalid("idempotency_key", m));
-    }
-    let not_before = match &r.not_before {
-        Some(t) if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) => {
-            return Err(invalid(
-                "not_before",
-                "must be a time between years 1 and 9999",
-            ));
-        }
-        Some(t) => Some(micros(t)),
-        None => None,
+/// A submit as the workflow core takes it (the core checks bounds and applies defaults).
+pub(crate) fn submit_request(r: v1::SubmitWorkflowRequest) -> Result<SubmitRequest, Status> {
+    let params = if r.params_json.is_empty() {
+        r.params.as_ref().map_or_else(
+            || serde_json::Value::Object(serde_json::Map::new()),
+            json::from_struct,
+        )
+    } else {
+        serde_json::from_str(&r.params_json)
+            .map_err(|e| invalid("params_json", format!("is not JSON: {e}")))?
     };
-    if !(-100..=100).contains(&r.priority) {
-        return Err(invalid("priority", "must be from -100 to 100"));
-    }
-    if r.time_limit_ms > MAX_TIME_LIMIT_MS {
-        let m = format!("must be at most {MAX_TIME_LIMIT_MS} ms (a week)");
-        return Err(invalid("time_limit_ms", m));
-    }
-    let asked = r.retry.unwrap_or_default();
-    let or = |v: u64, d: u64| if v == 0 { d } else { v };
-    let retry = RetryPolicy {
-        max_attempts: match asked.max_attempts {
-            0 => defaults.retry.max_attempts,
-            n => n,
-        },
-        initial_backoff_ms: or(asked.initial_backoff_ms, defaults.retry.initial_backoff_ms),
-        max_backoff_ms: or(asked.max_backoff_ms, defaults.retry.max_backoff_ms),
-    };
-    if retry.max_attempts > MAX_ATTEMPTS {
-        let m = format!("must be at most {MAX_ATTEMPTS}");
-        return Err(invalid("retry.max_attempts", m));
-    }
-    if retry.max_backoff_ms > MAX_BACKOFF_MS || retry.initial_backoff_ms > retry.max_backoff_ms {
-        let m = "must be at least retry.initial_backoff_ms and at most a day";
-        return Err(invalid("retry.max_backoff_ms", m));
-    }
-    let params = r.params.as_ref().map_or_else(
-        || serde_json::Value::Object(serde_json::Map::new()),
-        json::from_struct,
-    );
-    // Stored, listed and sent with every Get: one submit must not grow the table without bound.
-    let size = serde_json::to_vec(&params).map_or(usize::MAX, |json| json.len());
-    if size > defaults.max_params_bytes {
-        let m = format!(
-            "is {size} bytes of JSON; this server takes at most {} (workflows.max_params_bytes): \
-             pass large inputs as a file (`input_file`)",
-            defaults.max_params_bytes
-        );
-        return Err(invalid("params", m));
-    }
-    Ok(NewWorkflow {
+    let retry = r.retry.unwrap_or_default();
+    Ok(SubmitRequest {
         kind: r.kind,
         params,
-        idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
+        idempotency_key: Some(r.idempotency_key),
         priority: r.priority,
-        not_before_us: not_before,
-        time_limit_ms: or(r.time_limit_ms, defaults.time_limit_ms),
-        retry,
-        owner: None,
+        not_before_us: r.not_before.as_ref().map(micros),
+        time_limit_ms: r.time_limit_ms,
+        retry: RetryPolicy {
+            max_attempts: retry.max_attempts,
+            initial_backoff_ms: retry.initial_backoff_ms,
+            max_backoff_ms: retry.max_backoff_ms,
+        },
     })
 }

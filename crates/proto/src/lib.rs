@@ -40,6 +40,9 @@ pub mod metadata {
     /// Trailer of an INTERNAL caused by an upstream server's answer: which server (the REST
     /// edge answers 502 Bad Gateway).
     pub const UPSTREAM: &str = "x-citadel-upstream";
+    /// Trailer of a Watch that ABORTED because the watcher fell behind: how many changes it
+    /// missed.
+    pub const MISSED: &str = "x-citadel-missed";
     /// The caller's credential: `Bearer <Clerk session token or Citadel API key>`.
     pub const AUTHORIZATION: &str = "authorization";
     /// OpenAI's rate-limit headers, sent as initial metadata (or trailers of a refusal) when

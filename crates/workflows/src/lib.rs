@@ -1,6 +1,8 @@
 //! Durable workflows: Celery's task model on Citadel's own database.
 //!
-//! This crate owns the workflow record and its migrations (sea-orm, PostgreSQL or SQLite), the
+//! This crate owns the workflow core every edge calls (`Workflows`: submit bounds and defaults,
+//! kind checks, page limits, who sees what, Watch's snapshot and resume point), the workflow
+//! record and its migrations (sea-orm, PostgreSQL or SQLite), the
 //! queue built on that table (claims with `FOR UPDATE SKIP LOCKED`, leases and heartbeats,
 //! retries with backoff, time limits, cancellation, idempotency keys, result expiry), the event
 //! feed that turns every state change into a `WorkflowEvent` (PostgreSQL NOTIFY, or a trigger-fed
@@ -14,6 +16,7 @@
 mod events;
 mod metrics;
 mod model;
+mod service;
 mod store;
 mod task;
 pub mod tasks;
@@ -21,7 +24,11 @@ mod worker;
 
 pub use events::{EventHub, WorkflowEvent};
 pub use model::{ListFilter, NewWorkflow, Page, RetryPolicy, State, Workflow};
-pub use store::{CancelOutcome, Store, StoreError};
+pub use service::{
+    ListRequest, SubmitLimits, SubmitRequest, Viewer, Watch, WatchItem, WatchRequest,
+    WorkflowError, Workflows,
+};
+pub use store::{CancelOutcome, QueueDepth, Store, StoreError};
 pub use task::{Registry, Task, TaskContext, TaskError};
 pub use worker::{Worker, WorkerSettings};
 

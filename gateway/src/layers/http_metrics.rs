@@ -1,7 +1,13 @@
 //! Request count and latency by route, method and status (`http_server_request_duration_seconds`
 //! in Prometheus). Runs after routing so the route is the pattern, not the raw path.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    sync::{
+        OnceLock,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use axum::{
     extract::{MatchedPath, Request},
@@ -40,6 +46,53 @@ pub async fn record(request: Request, next: Next) -> Response {
             i64::from(response.status().as_u16()),
         ),
     ];
-    duration().record(started.elapsed().as_secs_f64(), &attrs);
+    let elapsed = started.elapsed();
+    duration().record(elapsed.as_secs_f64(), &attrs);
+    TRAFFIC.record(elapsed);
     response
+}
+
+/// This process's request count and summed latency, read by the live metrics snapshots
+/// (`/ws/orchestration`'s `metrics` topic) without parsing the exporter's text.
+pub(crate) struct Traffic {
+    requests: AtomicU64,
+    latency_us: AtomicU64,
+    /// Open long-lived streams: WebSockets and AG-UI runs.
+    pub(crate) streams: AtomicI64,
+}
+
+pub(crate) static TRAFFIC: Traffic = Traffic {
+    requests: AtomicU64::new(0),
+    latency_us: AtomicU64::new(0),
+    streams: AtomicI64::new(0),
+};
+
+impl Traffic {
+    fn record(&self, elapsed: std::time::Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.latency_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// (requests, summed latency in µs) so far.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.latency_us.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Counts one open stream until the guard drops.
+    pub(crate) fn stream(&'static self) -> StreamGuard {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self)
+    }
+}
+
+pub(crate) struct StreamGuard(&'static Traffic);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }

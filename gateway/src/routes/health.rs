@@ -25,7 +25,19 @@ pub async fn detailed(state: Mesh) -> Result<impl IntoResponse, ApiError> {
     state
         .admit(Permission::HealthRead, "/health/detailed")
         .await?;
-    let service = grpc_health(&state, EMBEDDING_SERVICE).await;
+    let (serving, body) = report(&state).await;
+    let status = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(body)))
+}
+
+/// The detailed health report (`/health/detailed`, the WebSocket's `health` topic) and
+/// whether the mesh is serving.
+pub(crate) async fn report(state: &Mesh) -> (bool, Value) {
+    let service = grpc_health(state, EMBEDDING_SERVICE).await;
     let mut client = state.embeddings.clone();
     let (models, degraded) = match state
         .call(client.list_models(state.request(v1::ListModelsRequest {})))
@@ -46,8 +58,8 @@ pub async fn detailed(state: Mesh) -> Result<impl IntoResponse, ApiError> {
             true,
         ),
     };
-    let cache = cache_health(&state).await;
-    let (llm, llm_degraded) = llm_health(&state).await;
+    let cache = cache_health(state).await;
+    let (llm, llm_degraded) = llm_health(state).await;
     let limits = state.policy.limiter_status();
     let limits_degraded = limits.degraded;
     let degraded =
@@ -75,15 +87,9 @@ pub async fn detailed(state: Mesh) -> Result<impl IntoResponse, ApiError> {
             },
         },
     });
-    let status = if serving {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Ok((status, Json(body)))
+    (serving, body)
 }
 
-/// The cache's mode, levels and hit rate; a degraded level leaves requests working.
 async fn cache_health(state: &Mesh) -> Value {
     let mut client = state.embeddings.clone();
     let request = state.request(v1::GetCacheStatusRequest {});

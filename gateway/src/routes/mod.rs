@@ -5,6 +5,7 @@ pub mod embeddings;
 pub mod health;
 pub mod models;
 pub mod ollama;
+pub mod operator;
 pub mod workflows;
 
 use axum::http::{Method, StatusCode, Uri};

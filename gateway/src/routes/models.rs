@@ -14,6 +14,11 @@ use crate::{
 };
 
 pub async fn list(state: Mesh) -> Result<Json<ModelList>, ApiError> {
+    entries(&state).await.map(Json)
+}
+
+/// Every model the mesh serves: embedding models, then LLM models.
+pub(crate) async fn entries(state: &Mesh) -> Result<ModelList, ApiError> {
     let mut client = state.embeddings.clone();
     let models = state
         .call(client.list_models(state.request(v1::ListModelsRequest {})))
@@ -32,10 +37,10 @@ pub async fn list(state: Mesh) -> Result<Json<ModelList>, ApiError> {
             .into_iter()
             .map(|m| ModelEntry::Llm(LlmModelObject::from(m))),
     );
-    Ok(Json(ModelList {
+    Ok(ModelList {
         object: "list",
         data,
-    }))
+    })
 }
 
 /// An embedding model, else an LLM model (or alias) of that name.

@@ -102,6 +102,30 @@ pub async fn retry(
     Ok(Json(WorkflowObject::from(workflow)))
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    kind: Option<String>,
+}
+
+/// `GET /api/v1/workflows/queue?kind=...`: unfinished workflows by state.
+pub async fn queue(
+    state: Mesh,
+    query: Result<Query<QueueQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let request = v1::GetQueueDepthRequest {
+        kind: query.kind.unwrap_or_default(),
+    };
+    let mut client = state.workflows.clone();
+    let call = client.get_queue_depth(state.request(request));
+    let depth = state.call_mapped(call, SERVICE, workflow_error).await?;
+    Ok(Json(
+        serde_json::json!({"object": "workflow.queue", "pending": depth.pending,
+        "started": depth.started, "retry": depth.retry}),
+    ))
+}
+
 fn workflow_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     id.map(|Path(id)| id)
         .map_err(|e| ApiError::invalid("id", e.body_text()))

@@ -203,6 +203,7 @@ async fn submit_and_wait(
         .watch(WatchWorkflowsRequest {
             id: String::new(),
             kinds: vec![args.kind.clone()],
+            ..Default::default()
         })
         .await
         .context("Watch")?

@@ -1,8 +1,8 @@
 //! What clients ask of the store: submit (with idempotency keys), get, list, cancel, retry.
 
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, Iterable, QueryFilter, QueryOrder, QuerySelect, Value,
-    sea_query::Expr,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, Iterable, QueryFilter, QueryOrder,
+    QuerySelect, Value, sea_query::Expr,
 };
 
 use super::{
@@ -254,4 +254,48 @@ fn fitting(rows: &[Workflow], max_bytes: usize) -> usize {
         }
     }
     rows.len()
+}
+
+/// The queue: unfinished workflows by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub pending: u64,
+    pub started: u64,
+    pub retry: u64,
+}
+
+impl Store {
+    /// Unfinished workflows by state, of one kind and one owner when given. The partial
+    /// indexes on unfinished states keep it cheap however many finished rows the table holds.
+    pub async fn queue_depth(
+        &self,
+        kind: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<QueueDepth, StoreError> {
+        let mut sql = String::from(
+            "SELECT state, COUNT(*) AS n FROM workflows \
+             WHERE state IN ('PENDING', 'STARTED', 'RETRY')",
+        );
+        let mut values = Vec::new();
+        for (column, value) in [("kind", kind), ("owner", owner)] {
+            if let Some(value) = value {
+                values.push(Value::from(value));
+                sql.push_str(&format!(" AND {column} = ${}", values.len()));
+            }
+        }
+        sql.push_str(" GROUP BY state");
+        let rows = self.db.query_all_raw(self.statement(&sql, values)).await?;
+        let mut depth = QueueDepth::default();
+        for row in rows {
+            let state: String = row.try_get("", "state")?;
+            let n = u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0);
+            match State::parse(&state) {
+                Some(State::Pending) => depth.pending = n,
+                Some(State::Started) => depth.started = n,
+                Some(State::Retry) => depth.retry = n,
+                _ => {}
+            }
+        }
+        Ok(depth)
+    }
 }

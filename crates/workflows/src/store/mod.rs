@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::Workflow;
 
-pub use api::CancelOutcome;
+pub use api::{CancelOutcome, QueueDepth};
 pub(crate) use queue::{Finish, Lease};
 
 /// What a store operation can fail with; mapped once, at the gRPC edge.

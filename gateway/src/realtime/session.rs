@@ -1,0 +1,272 @@
+//! One WebSocket connection: reads client frames, runs the subscriptions it asks for, writes
+//! what they produce. The socket is owned by this one task; subscriptions and control calls
+//! run beside it and hand their messages over a bounded queue, so a slow client slows only
+//! its own subscriptions (and its workflow feed is then told `lagged`), never the hub.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use citadel_auth::{Caller, Permission};
+use serde_json::{Value, json};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::{Instant, MissedTickBehavior},
+};
+
+use super::{
+    WsSettings, control,
+    protocol::{self, ClientMessage, TOPICS},
+    topics,
+};
+use crate::{error::ApiError, layers::http_metrics::TRAFFIC, mesh_client::Mesh};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Close codes: going away (shutdown), message too big, token expired (4401, as HTTP 401).
+const GOING_AWAY: u16 = 1001;
+const TOO_BIG: u16 = 1009;
+const EXPIRED: u16 = 4401;
+
+/// A subscription's task, stopped when replaced, unsubscribed or the socket closes.
+struct Subscription(JoinHandle<()>);
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, settings: WsSettings) {
+    let _open = TRAFFIC.stream();
+    let stopping = mesh.realtime.stopping.clone();
+    let (out, mut queued) = mpsc::channel::<Value>(settings.send_queue);
+    let (credential, mesh_now) = watch::channel(mesh);
+    let mut subscriptions: HashMap<&'static str, Subscription> = HashMap::new();
+    let mut expires = deadline(caller.principal.expires_at);
+    let welcome = json!({
+        "type": "welcome",
+        "version": VERSION,
+        "connection_id": uuid::Uuid::new_v4().to_string(),
+        "topics": TOPICS,
+        "max_message_bytes": settings.max_message_bytes,
+        "metrics_interval_ms": settings.metrics_interval.as_millis() as u64,
+        "principal": {"id": caller.principal.id, "role": caller.principal.role.name},
+    });
+    if send(&mut socket, &welcome).await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + settings.ping_interval,
+        settings.ping_interval,
+    );
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    loop {
+        let far = Instant::now() + Duration::from_secs(86_400);
+        tokio::select! {
+            biased;
+            () = stopping.cancelled() => {
+                close(&mut socket, GOING_AWAY, "the server is shutting down").await;
+                return;
+            }
+            () = tokio::time::sleep_until(expires.unwrap_or(far)) => {
+                close(&mut socket, EXPIRED, "the token expired; send {\"type\":\"auth\"} first")
+                    .await;
+                return;
+            }
+            frame = socket.recv() => {
+                heard = Instant::now();
+                let text = match frame {
+                    None | Some(Ok(Message::Close(_))) => return,
+                    // Past the hard limit, or a broken stream: nothing more can be read.
+                    Some(Err(_)) => {
+                        close(&mut socket, TOO_BIG, "message too big or malformed").await;
+                        return;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(b))) if b.len() <= settings.max_message_bytes => {
+                        let e = ApiError::invalid("message", "send JSON text frames, not binary")
+                            .with_code("invalid_message");
+                        if send(&mut socket, &protocol::error(None, &e)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        close(&mut socket, TOO_BIG, "message too big").await;
+                        return;
+                    }
+                    Some(Ok(Message::Text(text))) => text,
+                };
+                if text.len() > settings.max_message_bytes {
+                    let m = format!("messages are at most {} bytes", settings.max_message_bytes);
+                    close(&mut socket, TOO_BIG, &m).await;
+                    return;
+                }
+                let message = match protocol::parse(&text) {
+                    Ok(message) => message,
+                    Err(reply) => {
+                        if send(&mut socket, &reply).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let context = Context { socket: &mut socket, out: &out, mesh: &mesh_now,
+                    credential: &credential, subscriptions: &mut subscriptions,
+                    settings: &settings, expires: &mut expires };
+                if context.handle(message).await.is_err() {
+                    return;
+                }
+            }
+            Some(message) = queued.recv() => {
+                if send(&mut socket, &message).await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                // Silent for three pings (no frame, no pong): gone without a close.
+                if heard.elapsed() > settings.ping_interval * 3 {
+                    return;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What handling one client message may touch.
+struct Context<'a> {
+    socket: &'a mut WebSocket,
+    out: &'a mpsc::Sender<Value>,
+    mesh: &'a watch::Receiver<Mesh>,
+    credential: &'a watch::Sender<Mesh>,
+    subscriptions: &'a mut HashMap<&'static str, Subscription>,
+    settings: &'a WsSettings,
+    expires: &'a mut Option<Instant>,
+}
+
+impl Context<'_> {
+    /// Err: the socket is gone.
+    async fn handle(self, message: ClientMessage) -> Result<(), axum::Error> {
+        let mesh = self.mesh.borrow().clone();
+        match message {
+            ClientMessage::Subscribe {
+                id,
+                topics,
+                workflow_ids,
+                kinds,
+            } => {
+                let topics = match checked(&mesh, &topics).await {
+                    Ok(topics) => topics,
+                    Err(e) => return send(self.socket, &protocol::error(id.as_ref(), &e)).await,
+                };
+                let mut ack = protocol::reply("ack", id.as_ref());
+                ack["topics"] = json!(topics);
+                // The ack goes before anything a subscription sends.
+                send(self.socket, &ack).await?;
+                for topic in topics {
+                    let task = topics::start(
+                        topic,
+                        self.mesh.clone(),
+                        self.out.clone(),
+                        self.settings,
+                        &workflow_ids,
+                        &kinds,
+                    );
+                    self.subscriptions.insert(topic, Subscription(task));
+                }
+                Ok(())
+            }
+            ClientMessage::Unsubscribe { id, topics } => {
+                self.subscriptions
+                    .retain(|topic, _| !topics.iter().any(|t| t == topic));
+                let mut ack = protocol::reply("ack", id.as_ref());
+                ack["topics"] = json!(self.subscriptions.keys().collect::<Vec<_>>());
+                send(self.socket, &ack).await
+            }
+            ClientMessage::Auth { id, token } => {
+                let reply = match refreshed(&mesh, &token).await {
+                    Ok((fresh, expires_at)) => {
+                        *self.expires = deadline(expires_at);
+                        self.credential.send_replace(fresh);
+                        protocol::result(id.as_ref(), json!({"expires_at": expires_at}))
+                    }
+                    Err(e) => protocol::error(id.as_ref(), &e),
+                };
+                send(self.socket, &reply).await
+            }
+            ClientMessage::Ping { id } => {
+                send(self.socket, &protocol::reply("pong", id.as_ref())).await
+            }
+            control_message => {
+                // Control calls run beside the socket: a slow one holds up nothing else.
+                tokio::spawn(control::run(mesh, control_message, self.out.clone()));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The topics asked for, each known and allowed to this caller.
+async fn checked(mesh: &Mesh, asked: &[String]) -> Result<Vec<&'static str>, ApiError> {
+    if asked.is_empty() {
+        return Err(ApiError::invalid("topics", "name at least one topic"));
+    }
+    let mut topics = Vec::new();
+    for name in asked {
+        let Some(topic) = TOPICS.into_iter().find(|t| t == name) else {
+            let shown: String = name.chars().take(64).collect();
+            let m = format!("unknown topic {shown:?}; topics: {}", TOPICS.join(", "));
+            return Err(ApiError::invalid("topics", m).with_code("unknown_topic"));
+        };
+        let permission = match topic {
+            "health" => Permission::HealthRead,
+            "models" => Permission::ModelsRead,
+            "metrics" => Permission::MetricsRead,
+            _ => Permission::WorkflowsWatch,
+        };
+        mesh.admit(permission, "/ws/orchestration").await?;
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
+    }
+    Ok(topics)
+}
+
+/// The socket's handle with a fresh credential, once the policy admits it.
+async fn refreshed(mesh: &Mesh, token: &str) -> Result<(Mesh, Option<u64>), ApiError> {
+    let fresh = mesh
+        .with_token(token)
+        .ok_or_else(|| ApiError::invalid("token", "not a usable token"))?;
+    let caller = fresh
+        .admit_caller(Permission::WorkflowsWatch, "/ws/orchestration")
+        .await?;
+    Ok((fresh, caller.principal.expires_at))
+}
+
+/// When a credential that expires at `unix_secs` stops being valid, on the runtime's clock.
+fn deadline(unix_secs: Option<u64>) -> Option<Instant> {
+    let unix_secs = unix_secs?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Instant::now() + Duration::from_secs(unix_secs.saturating_sub(now)))
+}
+
+async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(message.to_string().into())).await
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    // A close reason is at most 123 bytes.
+    let reason: String = reason.chars().take(120).collect();
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}

@@ -1,0 +1,195 @@
+//! The subscriptions: `workflows` (one Watch with a snapshot, resubscribed with a fresh one
+//! after a lag), `health` and `models` (read every few seconds, sent when they change), and
+//! `metrics` (a snapshot every `ws.metrics_interval_ms`).
+
+use std::time::Duration;
+
+use citadel_proto::{metadata::MISSED, v1};
+use serde_json::{Value, json};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::{Instant, MissedTickBehavior},
+};
+
+use super::WsSettings;
+use crate::{
+    layers::http_metrics::TRAFFIC,
+    mesh_client::Mesh,
+    routes::{health, models},
+    workflows::WorkflowObject,
+};
+
+/// How often `health` and `models` are read to find changes.
+const POLL: Duration = Duration::from_secs(1);
+
+type Out = mpsc::Sender<Value>;
+
+pub(super) fn start(
+    topic: &'static str,
+    mesh: watch::Receiver<Mesh>,
+    out: Out,
+    settings: &WsSettings,
+    ids: &[String],
+    kinds: &[String],
+) -> JoinHandle<()> {
+    match topic {
+        "workflows" => tokio::spawn(workflows(mesh, out, ids.to_vec(), kinds.to_vec())),
+        "health" => tokio::spawn(on_change(mesh, out, "health")),
+        "models" => tokio::spawn(on_change(mesh, out, "models")),
+        _ => tokio::spawn(metrics(mesh, out, settings.metrics_interval)),
+    }
+}
+
+/// Workflow events, the snapshot first. A socket too slow for the feed is told how much it
+/// missed, then gets a fresh snapshot, so it never shows a stale state for long.
+async fn workflows(mesh: watch::Receiver<Mesh>, out: Out, ids: Vec<String>, kinds: Vec<String>) {
+    loop {
+        let handle = mesh.borrow().clone();
+        let request = v1::WatchWorkflowsRequest {
+            ids: ids.clone(),
+            kinds: kinds.clone(),
+            snapshot: true,
+            records: true,
+            ..Default::default()
+        };
+        let mut client = handle.workflows.clone();
+        let mut stream = match client.watch(handle.stream_request(request)).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => {
+                let e = crate::error::workflow_error(status);
+                let _ = out.send(super::protocol::error(None, &e)).await;
+                return;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(event)) => {
+                    let Some(workflow) = event.workflow else {
+                        continue;
+                    };
+                    let mut message =
+                        json!({"type": "workflow", "workflow": WorkflowObject::from(workflow)});
+                    if event.snapshot {
+                        message["snapshot"] = true.into();
+                    }
+                    if out.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(status) if status.code() == tonic::Code::Aborted => {
+                    let missed = status
+                        .metadata()
+                        .get(MISSED)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    if out
+                        .send(json!({"type": "lagged", "missed": missed}))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    break; // watch again, snapshot first
+                }
+                // Shutdown (the session closes the socket itself) or the mesh went away.
+                Err(status) => {
+                    let e = crate::error::workflow_error(status);
+                    let _ = out.send(super::protocol::error(None, &e)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `health` or `models`: read every second, sent when it changed.
+async fn on_change(mesh: watch::Receiver<Mesh>, out: Out, topic: &'static str) {
+    let mut last: Option<Value> = None;
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let handle = mesh.borrow().clone();
+        let (message, compared) = match topic {
+            "health" => {
+                let (_, report) = health::report(&handle).await;
+                let mut same = report.clone();
+                // Uptime changes every second; it alone is no news.
+                if let Some(o) = same.as_object_mut() {
+                    o.remove("uptime_seconds");
+                }
+                (json!({"type": "health", "health": report}), same)
+            }
+            _ => match models::entries(&handle).await {
+                Ok(list) => {
+                    let data = serde_json::to_value(&list.data).unwrap_or(Value::Null);
+                    (json!({"type": "models", "data": data}), data)
+                }
+                Err(e) => {
+                    let e = super::protocol::error(None, &e);
+                    (e.clone(), e)
+                }
+            },
+        };
+        if last.as_ref() == Some(&compared) {
+            continue;
+        }
+        // A full queue skips this reading; the next change goes out.
+        match out.try_send(message) {
+            Ok(()) => last = Some(compared),
+            Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// A snapshot of this process every `interval`: request rate and mean latency at the edge,
+/// the cache's hit rate, open streams, and the workflow queue.
+async fn metrics(mesh: watch::Receiver<Mesh>, out: Out, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (mut requests, mut latency_us) = TRAFFIC.totals();
+    let mut since = Instant::now();
+    loop {
+        tick.tick().await;
+        let handle = mesh.borrow().clone();
+        let (now_requests, now_latency) = TRAFFIC.totals();
+        let elapsed = since.elapsed().as_secs_f64().max(1e-3);
+        let served = now_requests.saturating_sub(requests);
+        let mean_ms = (served > 0)
+            .then(|| now_latency.saturating_sub(latency_us) as f64 / served as f64 / 1_000.0);
+        (requests, latency_us, since) = (now_requests, now_latency, Instant::now());
+        let mut cache = handle.embeddings.clone();
+        let cache = handle
+            .call(cache.get_cache_status(handle.request(v1::GetCacheStatusRequest {})))
+            .await
+            .map(|c| c.hit_rate)
+            .ok();
+        let mut workflows = handle.workflows.clone();
+        let call = workflows.get_queue_depth(handle.request(v1::GetQueueDepthRequest::default()));
+        let queue = handle
+            .call_mapped(call, "workflow service", crate::error::workflow_error)
+            .await
+            .ok();
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let snapshot = json!({
+            "type": "metrics",
+            "at_ms": at_ms,
+            "requests_per_second": served as f64 / elapsed,
+            "latency_ms_mean": mean_ms,
+            "cache_hit_rate": cache,
+            "active_streams": TRAFFIC.streams.load(std::sync::atomic::Ordering::Relaxed),
+            "workflows": queue.map(|q| json!({"pending": q.pending, "running": q.started,
+                "retry": q.retry})),
+        });
+        match out.try_send(snapshot) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
