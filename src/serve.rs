@@ -81,7 +81,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         grpc_listener,
     )?;
     // The edge's long-lived streams (WebSockets, agent runs) stop first at shutdown.
-    let streams_stopping = CancellationToken::new();
+    let streams = citadel_gateway::LongStreams::default();
     let mut http = start_http(
         &config,
         channel,
@@ -89,7 +89,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         policy,
         http_listener,
-        streams_stopping.clone(),
+        streams.clone(),
     )?;
     tracing::info!(http_addr = %http_addr, grpc_addr = %grpc_addr, %upstream, "citadel listening");
     let readiness = tokio::spawn(announce_ready(
@@ -111,8 +111,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         result = &mut grpc.task => bail!("the gRPC server stopped: {result:?}"),
     }
 
-    // Sockets and agent runs close at once (1001, RUN_ERROR): they would hold the drain.
-    streams_stopping.cancel();
+    // Sockets and agent runs close at once (1001, RUN_ERROR), before the drain closes their
+    // connections: they would hold it open, and should say goodbye.
+    streams.close(STREAMS_GRACE).await;
     // Drain: refuse new work first, let the REST edge finish (it needs the mesh), then the mesh.
     let deadline = Instant::now() + Duration::from_millis(config.shutdown.drain_timeout_ms);
     // A model still loading must not turn health back to SERVING once draining has begun.
@@ -140,6 +141,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("citadel stopped");
     Ok(())
 }
+
+/// How long open WebSockets and agent runs get to say goodbye at shutdown.
+const STREAMS_GRACE: Duration = Duration::from_secs(2);
 
 /// The mesh's drain after the edge and the worker have finished: never less than this.
 const GRPC_DRAIN_FLOOR: Duration = Duration::from_secs(2);
@@ -209,7 +213,7 @@ fn start_grpc(
 }
 
 /// `[ws]` and `[agui]` for the edge.
-fn realtime(config: &Config, stopping: CancellationToken) -> citadel_gateway::Realtime {
+fn realtime(config: &Config, streams: citadel_gateway::LongStreams) -> citadel_gateway::Realtime {
     let ms = Duration::from_millis;
     citadel_gateway::Realtime {
         ws: citadel_gateway::WsSettings {
@@ -224,7 +228,7 @@ fn realtime(config: &Config, stopping: CancellationToken) -> citadel_gateway::Re
             max_iterations: config.agui.max_iterations,
             workflow_wait: ms(config.agui.workflow_wait_ms),
         },
-        stopping,
+        streams,
     }
 }
 
@@ -235,7 +239,7 @@ fn start_http(
     metrics: MetricsHandle,
     policy: Arc<citadel_auth::Policy>,
     listener: TcpListener,
-    streams_stopping: CancellationToken,
+    streams: citadel_gateway::LongStreams,
 ) -> anyhow::Result<Running> {
     let timeout = Duration::from_millis(config.http.request_timeout_ms);
     let completion_timeout = Duration::from_millis(config.llm.request_timeout_ms);
@@ -250,7 +254,7 @@ fn start_http(
         },
         render,
         policy,
-        realtime(config, streams_stopping),
+        realtime(config, streams),
     );
     let settings = GatewaySettings {
         body_limit_bytes: config.http.body_limit_bytes,

@@ -45,7 +45,7 @@ pub use agui::AguiSettings;
 pub use error::{ApiError, refusal_body};
 pub use mesh::{MeshChannel, in_process as in_process_channel, remote as remote_channel};
 pub use realtime::WsSettings;
-pub use state::{AppState, Deadlines, MetricsRender, Realtime};
+pub use state::{AppState, Deadlines, LongStreams, MetricsRender, Realtime};
 
 /// What the edge needs from the configuration.
 #[derive(Debug, Clone)]

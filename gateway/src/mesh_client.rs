@@ -94,6 +94,13 @@ impl FromRequestParts<AppState> for Mesh {
 impl Mesh {
     /// `message` for the mesh, with the request id, the credential and the edge's deadline.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = self.stream_request(message);
+        request.set_timeout(self.state.request_timeout);
+        request
+    }
+
+    /// `request` for a stream that lives as long as its caller wants (a Watch): no deadline.
+    pub(crate) fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let metadata = request.metadata_mut();
         if let Some(id) = &self.request_id {
@@ -102,14 +109,6 @@ impl Mesh {
         if let Some(credential) = &self.credential {
             metadata.insert(AUTHORIZATION, credential.clone());
         }
-        request.set_timeout(self.state.request_timeout);
-        request
-    }
-
-    /// `request` for a stream that lives as long as its caller wants (a Watch): no deadline.
-    pub(crate) fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = self.request(message);
-        request.metadata_mut().remove("grpc-timeout");
         request
     }
 

@@ -35,13 +35,35 @@ pub struct AppState {
     pub(crate) realtime: Arc<Realtime>,
 }
 
-/// The long-lived streams' settings and their own stop switch, fired first at shutdown so a
-/// WebSocket or an agent run never holds the REST drain.
+/// The long-lived streams' settings, and the streams themselves.
 #[derive(Debug, Clone)]
 pub struct Realtime {
     pub ws: crate::realtime::WsSettings,
     pub agui: crate::agui::AguiSettings,
-    pub stopping: tokio_util::sync::CancellationToken,
+    pub streams: LongStreams,
+}
+
+/// The edge's long-lived streams (WebSocket sessions, agent runs): counted while open, and
+/// stopped first at shutdown, so none holds the REST drain and each says goodbye (1001,
+/// RUN_ERROR) before the connections close.
+#[derive(Debug, Clone, Default)]
+pub struct LongStreams {
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
+    pub(crate) open: tokio_util::task::TaskTracker,
+}
+
+impl LongStreams {
+    /// Tells every stream to stop, then waits (at most `grace`) until they have.
+    pub async fn close(&self, grace: Duration) {
+        self.stopping.cancel();
+        self.open.close();
+        if tokio::time::timeout(grace, self.open.wait()).await.is_err() {
+            tracing::warn!(
+                open = self.open.len(),
+                "long-lived streams still open at shutdown"
+            );
+        }
+    }
 }
 
 /// The edge's deadlines: a request's (`http.request_timeout_ms`) and a completion's, streamed

@@ -48,7 +48,12 @@ pub async fn run(
     // Refused with a status, not inside a stream: a client sees 401/403/429 at once.
     mesh.admit(Permission::Completions, "/api/v1/agui").await?;
     let (tx, rx) = mpsc::channel(BUFFER);
-    let task = tokio::spawn(run::agent(mesh, input, tx));
+    let task = mesh
+        .realtime
+        .streams
+        .open
+        .clone()
+        .spawn(run::agent(mesh, input, tx));
     let events = Cancelling {
         inner: ReceiverStream::new(rx),
         task,

@@ -14,7 +14,7 @@ use super::{
     events::{Emitter, Gone},
     input::{self, RunAgentInput},
 };
-use crate::{error::ApiError, layers::http_metrics::TRAFFIC, mesh_client::Mesh};
+use crate::{error::ApiError, mesh_client::Mesh};
 
 /// Why a run ends with `RUN_ERROR`: a message and a code.
 struct Failure(String, String);
@@ -40,7 +40,6 @@ pub(super) async fn agent(
     input: RunAgentInput,
     tx: mpsc::Sender<Result<Event, Infallible>>,
 ) {
-    let _open = TRAFFIC.stream();
     let mut out = Emitter::new(tx);
     // Gone: the client left; there is nobody to tell.
     let _ = drive(&mesh, &input, &mut out).await;
@@ -50,7 +49,7 @@ async fn drive(mesh: &Mesh, input: &RunAgentInput, out: &mut Emitter) -> Result<
     let started = json!({"threadId": input.thread_id, "runId": input.run_id,
         "parentRunId": input.parent_run_id});
     out.emit("RUN_STARTED", started).await?;
-    let stopping = mesh.realtime.stopping.clone();
+    let stopping = mesh.realtime.streams.stopping.clone();
     let ended = tokio::select! {
         ended = turns(mesh, input, out) => Some(ended?),
         () = stopping.cancelled() => None,

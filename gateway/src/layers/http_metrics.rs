@@ -4,7 +4,7 @@
 use std::{
     sync::{
         OnceLock,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -57,14 +57,11 @@ pub async fn record(request: Request, next: Next) -> Response {
 pub(crate) struct Traffic {
     requests: AtomicU64,
     latency_us: AtomicU64,
-    /// Open long-lived streams: WebSockets and AG-UI runs.
-    pub(crate) streams: AtomicI64,
 }
 
 pub(crate) static TRAFFIC: Traffic = Traffic {
     requests: AtomicU64::new(0),
     latency_us: AtomicU64::new(0),
-    streams: AtomicI64::new(0),
 };
 
 impl Traffic {
@@ -80,19 +77,5 @@ impl Traffic {
             self.requests.load(Ordering::Relaxed),
             self.latency_us.load(Ordering::Relaxed),
         )
-    }
-
-    /// Counts one open stream until the guard drops.
-    pub(crate) fn stream(&'static self) -> StreamGuard {
-        self.streams.fetch_add(1, Ordering::Relaxed);
-        StreamGuard(self)
-    }
-}
-
-pub(crate) struct StreamGuard(&'static Traffic);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.0.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }

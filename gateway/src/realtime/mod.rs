@@ -89,12 +89,13 @@ pub async fn orchestration(
         None => upgrade,
     };
     let settings = mesh.realtime.ws.clone();
+    let open = mesh.realtime.streams.open.clone();
     // Frames past the limit are refused by the session with 1009; twice the limit is the
     // hard stop that never buffers more.
     let hard = settings.max_message_bytes.saturating_mul(2);
     Ok(upgrade
         .max_message_size(hard)
         .max_frame_size(hard)
-        .on_upgrade(move |socket| session::run(socket, mesh, caller, settings))
+        .on_upgrade(move |socket| open.track_future(session::run(socket, mesh, caller, settings)))
         .into_response())
 }

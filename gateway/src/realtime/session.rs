@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -12,7 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use citadel_auth::{Caller, Permission};
 use serde_json::{Value, json};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{Semaphore, mpsc, watch},
     task::JoinHandle,
     time::{Instant, MissedTickBehavior},
 };
@@ -22,13 +23,15 @@ use super::{
     protocol::{self, ClientMessage, TOPICS},
     topics,
 };
-use crate::{error::ApiError, layers::http_metrics::TRAFFIC, mesh_client::Mesh};
+use crate::{error::ApiError, mesh_client::Mesh};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Close codes: going away (shutdown), message too big, token expired (4401, as HTTP 401).
 const GOING_AWAY: u16 = 1001;
 const TOO_BIG: u16 = 1009;
 const EXPIRED: u16 = 4401;
+/// Control calls one socket may have in flight.
+const CONTROL_IN_FLIGHT: usize = 16;
 
 /// A subscription's task, stopped when replaced, unsubscribed or the socket closes.
 struct Subscription(JoinHandle<()>);
@@ -40,10 +43,11 @@ impl Drop for Subscription {
 }
 
 pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, settings: WsSettings) {
-    let _open = TRAFFIC.stream();
-    let stopping = mesh.realtime.stopping.clone();
+    let stopping = mesh.realtime.streams.stopping.clone();
     let (out, mut queued) = mpsc::channel::<Value>(settings.send_queue);
-    let (credential, mesh_now) = watch::channel(mesh);
+    // The socket's current credential; its subscriptions read it for every call.
+    let (credential, _) = watch::channel(mesh);
+    let control = Arc::new(Semaphore::new(CONTROL_IN_FLIGHT));
     let mut subscriptions: HashMap<&'static str, Subscription> = HashMap::new();
     let mut expires = deadline(caller.principal.expires_at);
     let welcome = json!({
@@ -65,14 +69,19 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard = Instant::now();
     loop {
-        let far = Instant::now() + Duration::from_secs(86_400);
+        let expired = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = stopping.cancelled() => {
                 close(&mut socket, GOING_AWAY, "the server is shutting down").await;
                 return;
             }
-            () = tokio::time::sleep_until(expires.unwrap_or(far)) => {
+            () = expired => {
                 close(&mut socket, EXPIRED, "the token expired; send {\"type\":\"auth\"} first")
                     .await;
                 return;
@@ -115,9 +124,9 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
                         continue;
                     }
                 };
-                let context = Context { socket: &mut socket, out: &out, mesh: &mesh_now,
+                let context = Context { socket: &mut socket, out: &out,
                     credential: &credential, subscriptions: &mut subscriptions,
-                    settings: &settings, expires: &mut expires };
+                    settings: &settings, expires: &mut expires, control: &control };
                 if context.handle(message).await.is_err() {
                     return;
                 }
@@ -144,17 +153,17 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
 struct Context<'a> {
     socket: &'a mut WebSocket,
     out: &'a mpsc::Sender<Value>,
-    mesh: &'a watch::Receiver<Mesh>,
     credential: &'a watch::Sender<Mesh>,
     subscriptions: &'a mut HashMap<&'static str, Subscription>,
     settings: &'a WsSettings,
     expires: &'a mut Option<Instant>,
+    control: &'a Arc<Semaphore>,
 }
 
 impl Context<'_> {
     /// Err: the socket is gone.
     async fn handle(self, message: ClientMessage) -> Result<(), axum::Error> {
-        let mesh = self.mesh.borrow().clone();
+        let mesh = self.credential.borrow().clone();
         match message {
             ClientMessage::Subscribe {
                 id,
@@ -173,7 +182,7 @@ impl Context<'_> {
                 for topic in topics {
                     let task = topics::start(
                         topic,
-                        self.mesh.clone(),
+                        self.credential.subscribe(),
                         self.out.clone(),
                         self.settings,
                         &workflow_ids,
@@ -205,8 +214,16 @@ impl Context<'_> {
                 send(self.socket, &protocol::reply("pong", id.as_ref())).await
             }
             control_message => {
-                // Control calls run beside the socket: a slow one holds up nothing else.
-                tokio::spawn(control::run(mesh, control_message, self.out.clone()));
+                // Control calls run beside the socket, so a slow one holds up nothing else;
+                // past CONTROL_IN_FLIGHT the socket stops reading until one finishes.
+                let Ok(permit) = self.control.clone().acquire_owned().await else {
+                    return Ok(());
+                };
+                let out = self.out.clone();
+                tokio::spawn(async move {
+                    control::run(mesh, control_message, out).await;
+                    drop(permit);
+                });
                 Ok(())
             }
         }

@@ -183,7 +183,7 @@ async fn metrics(mesh: watch::Receiver<Mesh>, out: Out, interval: Duration) {
             "requests_per_second": served as f64 / elapsed,
             "latency_ms_mean": mean_ms,
             "cache_hit_rate": cache,
-            "active_streams": TRAFFIC.streams.load(std::sync::atomic::Ordering::Relaxed),
+            "active_streams": handle.realtime.streams.open.len(),
             "workflows": queue.map(|q| json!({"pending": q.pending, "running": q.started,
                 "retry": q.retry})),
         });
