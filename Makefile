@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm lint
+.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm bench-realtime lint
 run:
 	scripts/run.sh
 test:
@@ -18,5 +18,7 @@ bench-fairness:
 	bench/run-fairness.sh
 bench-llm:
 	bench/run-llm.sh
+bench-realtime:
+	bench/run-realtime.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings

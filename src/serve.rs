@@ -221,6 +221,7 @@ fn realtime(config: &Config, streams: citadel_gateway::LongStreams) -> citadel_g
             metrics_interval: ms(config.ws.metrics_interval_ms),
             ping_interval: ms(config.ws.ping_interval_ms),
             send_queue: config.ws.send_queue,
+            feed_buffer: config.ws.feed_buffer,
         },
         agui: citadel_gateway::AguiSettings {
             default_model: config.agui.default_model.clone(),
@@ -229,6 +230,7 @@ fn realtime(config: &Config, streams: citadel_gateway::LongStreams) -> citadel_g
             workflow_wait: ms(config.agui.workflow_wait_ms),
         },
         streams,
+        shares: citadel_gateway::WatchShares::default(),
     }
 }
 

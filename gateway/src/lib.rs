@@ -44,7 +44,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 pub use agui::AguiSettings;
 pub use error::{ApiError, refusal_body};
 pub use mesh::{MeshChannel, in_process as in_process_channel, remote as remote_channel};
-pub use realtime::WsSettings;
+pub use realtime::{WatchShares, WsSettings};
 pub use state::{AppState, Deadlines, LongStreams, MetricsRender, Realtime};
 
 /// What the edge needs from the configuration.

@@ -41,6 +41,8 @@ pub struct Realtime {
     pub ws: crate::realtime::WsSettings,
     pub agui: crate::agui::AguiSettings,
     pub streams: LongStreams,
+    /// Workflow watches shared between sockets of one principal.
+    pub shares: crate::realtime::WatchShares,
 }
 
 /// The edge's long-lived streams (WebSocket sessions, agent runs): counted while open, and

@@ -53,6 +53,12 @@ async fn workflow_events_from_another_process_reach_subscribers_with_the_whole_r
         json!(["workflows", "health", "models", "metrics"])
     );
     subscribe(&mut socket, &["workflows"]).await;
+    // After the (empty) snapshot: in sync from here on.
+    let synced = next_json(&mut socket).await;
+    assert_eq!(
+        synced,
+        json!({"type": "synced", "topic": "workflows", "snapshot": 0})
+    );
 
     let big = 9_007_199_254_740_993_u64; // 2^53 + 1: a Struct would round it
     let body = json!({"kind": "sleep", "params": {"ms": 300, "steps": 3, "tag": big}});
@@ -391,8 +397,7 @@ async fn a_socket_whose_token_expires_closes_with_4401_unless_refreshed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_too_slow_for_the_feed_is_told_it_lagged_and_gets_a_fresh_snapshot() {
-    let server =
-        common::Server::with_config("[ws]\nsend_queue = 16\n[workflows]\nwatch_buffer = 64\n");
+    let server = common::Server::with_config("[ws]\nsend_queue = 16\nfeed_buffer = 64\n");
     let (mut slow, _, _) = connect(&server, &[], &[]).await.unwrap();
     let (mut keeping_up, _, _) = connect(&server, &[], &[]).await.unwrap();
     subscribe(&mut slow, &["workflows"]).await;

@@ -14,6 +14,9 @@ pub struct WsConfig {
     pub ping_interval_ms: u64,
     /// Messages queued for one socket before its workflow feed counts as slow (`lagged`).
     pub send_queue: usize,
+    /// Workflow changes a socket may fall behind the watch it shares with the principal's
+    /// other sockets before it is told `lagged` (and sent a fresh snapshot).
+    pub feed_buffer: usize,
 }
 
 impl Default for WsConfig {
@@ -23,6 +26,7 @@ impl Default for WsConfig {
             metrics_interval_ms: 1_000,
             ping_interval_ms: 15_000,
             send_queue: 256,
+            feed_buffer: 4_096,
         }
     }
 }

@@ -435,6 +435,9 @@ fn realtime_ok(cfg: &Config) -> Result<(), ConfigError> {
     if !(16..=65_536).contains(&ws.send_queue) {
         return invalid("ws.send_queue", "must be from 16 to 65536");
     }
+    if !(16..=1_048_576).contains(&ws.feed_buffer) {
+        return invalid("ws.feed_buffer", "must be from 16 to 1048576 changes");
+    }
     if !(1..=32).contains(&cfg.agui.max_iterations) {
         return invalid("agui.max_iterations", "must be from 1 to 32");
     }

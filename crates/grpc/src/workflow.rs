@@ -151,6 +151,7 @@ impl WorkflowService for WorkflowApi {
             since_version: r.since_version,
             snapshot: r.snapshot,
             records: r.records,
+            snapshot_only: r.snapshot && r.snapshot_only,
         };
         let watch = self.workflows.watch(&viewer, watch).await;
         let events = watch.map_err(workflow_status)?.map(|item| match item {

@@ -2,7 +2,7 @@
 //! answered `{"type": "result", "id", "data"}` (data: the workflow, as REST returns it) or
 //! `{"type": "error", "id", "error"}`.
 
-use axum::http::HeaderMap;
+use axum::{extract::ws::Utf8Bytes, http::HeaderMap};
 use citadel_proto::v1;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -16,7 +16,7 @@ use crate::{
 
 const SERVICE: &str = "workflow service";
 
-pub(super) async fn run(mesh: Mesh, message: ClientMessage, out: mpsc::Sender<Value>) {
+pub(super) async fn run(mesh: Mesh, message: ClientMessage, out: mpsc::Sender<Utf8Bytes>) {
     let (id, answer) = match message {
         ClientMessage::SubmitWorkflow { id, workflow } => (id, submit(&mesh, workflow).await),
         ClientMessage::CancelWorkflow { id, workflow_id } => {
@@ -41,7 +41,7 @@ pub(super) async fn run(mesh: Mesh, message: ClientMessage, out: mpsc::Sender<Va
         Ok(data) => protocol::result(id.as_ref(), data),
         Err(e) => protocol::error(id.as_ref(), &e),
     };
-    let _ = out.send(reply).await;
+    let _ = out.send(reply.to_string().into()).await;
 }
 
 async fn submit(mesh: &Mesh, body: crate::workflows::SubmitBody) -> Result<Value, ApiError> {

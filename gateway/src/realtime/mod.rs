@@ -11,7 +11,10 @@
 mod control;
 mod protocol;
 mod session;
+mod share;
 mod topics;
+
+pub use share::WatchShares;
 
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ pub struct WsSettings {
     pub metrics_interval: Duration,
     pub ping_interval: Duration,
     pub send_queue: usize,
+    /// Changes a socket may fall behind its share before it is told `lagged`.
+    pub feed_buffer: usize,
 }
 
 /// The subprotocol a client may ask for besides its credential.

@@ -9,8 +9,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use citadel_auth::{Caller, Permission};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::{
     sync::{Semaphore, mpsc, watch},
@@ -30,6 +31,8 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const GOING_AWAY: u16 = 1001;
 const TOO_BIG: u16 = 1009;
 const EXPIRED: u16 = 4401;
+/// Frames written with one flush at most.
+const WRITE_BATCH: usize = 64;
 /// Control calls one socket may have in flight.
 const CONTROL_IN_FLIGHT: usize = 16;
 
@@ -44,7 +47,7 @@ impl Drop for Subscription {
 
 pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, settings: WsSettings) {
     let stopping = mesh.realtime.streams.stopping.clone();
-    let (out, mut queued) = mpsc::channel::<Value>(settings.send_queue);
+    let (out, mut queued) = mpsc::channel::<Utf8Bytes>(settings.send_queue);
     // The socket's current credential; its subscriptions read it for every call.
     let (credential, _) = watch::channel(mesh);
     let control = Arc::new(Semaphore::new(CONTROL_IN_FLIGHT));
@@ -126,13 +129,14 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
                 };
                 let context = Context { socket: &mut socket, out: &out,
                     credential: &credential, subscriptions: &mut subscriptions,
-                    settings: &settings, expires: &mut expires, control: &control };
+                    settings: &settings, expires: &mut expires, control: &control,
+                    principal: &caller.principal.id };
                 if context.handle(message).await.is_err() {
                     return;
                 }
             }
-            Some(message) = queued.recv() => {
-                if send(&mut socket, &message).await.is_err() {
+            Some(text) = queued.recv() => {
+                if write_queued(&mut socket, text, &mut queued).await.is_err() {
                     return;
                 }
             }
@@ -152,12 +156,14 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
 /// What handling one client message may touch.
 struct Context<'a> {
     socket: &'a mut WebSocket,
-    out: &'a mpsc::Sender<Value>,
+    out: &'a mpsc::Sender<Utf8Bytes>,
     credential: &'a watch::Sender<Mesh>,
     subscriptions: &'a mut HashMap<&'static str, Subscription>,
     settings: &'a WsSettings,
     expires: &'a mut Option<Instant>,
     control: &'a Arc<Semaphore>,
+    /// Who the socket was opened for: it keeps that principal (a refresh must be its own).
+    principal: &'a str,
 }
 
 impl Context<'_> {
@@ -185,6 +191,7 @@ impl Context<'_> {
                         self.credential.subscribe(),
                         self.out.clone(),
                         self.settings,
+                        self.principal,
                         &workflow_ids,
                         &kinds,
                     );
@@ -200,7 +207,7 @@ impl Context<'_> {
                 send(self.socket, &ack).await
             }
             ClientMessage::Auth { id, token } => {
-                let reply = match refreshed(&mesh, &token).await {
+                let reply = match refreshed(&mesh, &token, self.principal).await {
                     Ok((fresh, expires_at)) => {
                         *self.expires = deadline(expires_at);
                         self.credential.send_replace(fresh);
@@ -257,13 +264,24 @@ async fn checked(mesh: &Mesh, asked: &[String]) -> Result<Vec<&'static str>, Api
 }
 
 /// The socket's handle with a fresh credential, once the policy admits it.
-async fn refreshed(mesh: &Mesh, token: &str) -> Result<(Mesh, Option<u64>), ApiError> {
+async fn refreshed(
+    mesh: &Mesh,
+    token: &str,
+    principal: &str,
+) -> Result<(Mesh, Option<u64>), ApiError> {
     let fresh = mesh
         .with_token(token)
         .ok_or_else(|| ApiError::invalid("token", "not a usable token"))?;
     let caller = fresh
         .admit_caller(Permission::WorkflowsWatch, "/ws/orchestration")
         .await?;
+    if caller.principal.id != principal {
+        let m = "the token is another principal's: a socket keeps the principal it opened with";
+        return Err(
+            ApiError::new(axum::http::StatusCode::FORBIDDEN, crate::error::INVALID, m)
+                .with_code("permission_denied"),
+        );
+    }
     Ok((fresh, caller.principal.expires_at))
 }
 
@@ -272,6 +290,23 @@ fn deadline(unix_secs: Option<u64>) -> Option<Instant> {
     let unix_secs = unix_secs?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Instant::now() + Duration::from_secs(unix_secs.saturating_sub(now)))
+}
+
+/// `first` and whatever else is queued already (up to a batch), flushed once: under load one
+/// write carries many frames instead of a system call each.
+async fn write_queued(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    queued: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match queued.try_recv() {
+            Ok(text) => socket.feed(Message::Text(text)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
 }
 
 async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error> {

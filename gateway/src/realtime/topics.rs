@@ -1,107 +1,180 @@
-//! The subscriptions: `workflows` (one Watch with a snapshot, resubscribed with a fresh one
-//! after a lag), `health` and `models` (read every few seconds, sent when they change), and
+//! The subscriptions: `workflows` (its own snapshot, then a Watch shared with the principal's
+//! other sockets, `share.rs`; a fresh snapshot after a lag), `health` and `models` (read every few seconds, sent when they change), and
 //! `metrics` (a snapshot every `ws.metrics_interval_ms`).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
-use citadel_proto::{metadata::MISSED, v1};
+use axum::extract::ws::Utf8Bytes;
+
+use citadel_proto::v1;
 use serde_json::{Value, json};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{broadcast, mpsc, watch},
     task::JoinHandle,
     time::{Instant, MissedTickBehavior},
 };
 
-use super::WsSettings;
+use super::{
+    WsSettings,
+    share::{ShareKey, Shared, frame},
+};
 use crate::{
+    error::{ApiError, workflow_error},
     layers::http_metrics::TRAFFIC,
     mesh_client::Mesh,
     routes::{health, models},
     workflows::WorkflowObject,
 };
 
+/// The same filter however it was written.
+fn sorted(values: &[String]) -> Vec<String> {
+    let mut values = values.to_vec();
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
+/// How long a socket waits for a new share's Watch to open.
+const SHARE_OPEN: Duration = Duration::from_secs(10);
 /// How often `health` and `models` are read to find changes.
 const POLL: Duration = Duration::from_secs(1);
 
-type Out = mpsc::Sender<Value>;
+type Out = mpsc::Sender<Utf8Bytes>;
+
+fn text(message: &Value) -> Utf8Bytes {
+    message.to_string().into()
+}
 
 pub(super) fn start(
     topic: &'static str,
     mesh: watch::Receiver<Mesh>,
     out: Out,
     settings: &WsSettings,
+    principal: &str,
     ids: &[String],
     kinds: &[String],
 ) -> JoinHandle<()> {
     match topic {
-        "workflows" => tokio::spawn(workflows(mesh, out, ids.to_vec(), kinds.to_vec())),
+        "workflows" => {
+            let share = ShareKey {
+                principal: principal.to_string(),
+                kinds: sorted(kinds),
+                ids: sorted(ids),
+            };
+            tokio::spawn(workflows(mesh, out, share, settings.clone()))
+        }
         "health" => tokio::spawn(on_change(mesh, out, "health")),
         "models" => tokio::spawn(on_change(mesh, out, "models")),
         _ => tokio::spawn(metrics(mesh, out, settings.metrics_interval)),
     }
 }
 
-/// Workflow events, the snapshot first. A socket too slow for the feed is told how much it
-/// missed, then gets a fresh snapshot, so it never shows a stale state for long.
-async fn workflows(mesh: watch::Receiver<Mesh>, out: Out, ids: Vec<String>, kinds: Vec<String>) {
+/// Workflow events: the socket's own snapshot, then the changes of the share it joined. A
+/// socket too slow for the share is told how much it missed, then gets a fresh snapshot, so
+/// it never shows a stale state for long.
+async fn workflows(mesh: watch::Receiver<Mesh>, out: Out, share: ShareKey, settings: WsSettings) {
     loop {
         let handle = mesh.borrow().clone();
-        let request = v1::WatchWorkflowsRequest {
-            ids: ids.clone(),
-            kinds: kinds.clone(),
-            snapshot: true,
-            records: true,
-            ..Default::default()
-        };
-        let mut client = handle.workflows.clone();
-        let mut stream = match client.watch(handle.stream_request(request)).await {
-            Ok(stream) => stream.into_inner(),
-            Err(status) => {
-                let e = crate::error::workflow_error(status);
-                let _ = out.send(super::protocol::error(None, &e)).await;
+        let shares = handle.realtime.shares.clone();
+        let (mut changes, mut live) = shares.join(share.clone(), &handle, settings.feed_buffer);
+        // The share's Watch must be open before the snapshot is read, or a change could fall
+        // between the two.
+        if tokio::time::timeout(SHARE_OPEN, live.wait_for(|open| *open))
+            .await
+            .is_err()
+        {
+            let e = ApiError::from(tonic::Status::unavailable("the workflow feed did not open"));
+            let _ = out.send(text(&super::protocol::error(None, &e))).await;
+            return;
+        }
+        let shown = match snapshot(&handle, &share, &out).await {
+            Ok(Some(shown)) => {
+                // From here on the socket has the current state and every change after it.
+                let synced =
+                    json!({"type": "synced", "topic": "workflows", "snapshot": shown.len()});
+                if out.send(text(&synced)).await.is_err() {
+                    return;
+                }
+                shown
+            }
+            Ok(None) => return, // the socket is gone
+            Err(e) => {
+                let _ = out.send(text(&super::protocol::error(None, &e))).await;
                 return;
             }
         };
-        loop {
-            match stream.message().await {
-                Ok(Some(event)) => {
-                    let Some(workflow) = event.workflow else {
-                        continue;
-                    };
-                    let mut message =
-                        json!({"type": "workflow", "workflow": WorkflowObject::from(workflow)});
-                    if event.snapshot {
-                        message["snapshot"] = true.into();
-                    }
-                    if out.send(message).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(status) if status.code() == tonic::Code::Aborted => {
-                    let missed = status
-                        .metadata()
-                        .get(MISSED)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    if out
-                        .send(json!({"type": "lagged", "missed": missed}))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    break; // watch again, snapshot first
-                }
-                // Shutdown (the session closes the socket itself) or the mesh went away.
-                Err(status) => {
-                    let e = crate::error::workflow_error(status);
-                    let _ = out.send(super::protocol::error(None, &e)).await;
-                    return;
-                }
-            }
+        if !forward(&mut changes, shown, &out).await {
+            return;
         }
+    }
+}
+
+/// The matching workflows now, sent marked `snapshot`; their versions, to drop the share's
+/// older changes. `None`: the socket is gone.
+async fn snapshot(
+    mesh: &Mesh,
+    share: &ShareKey,
+    out: &Out,
+) -> Result<Option<HashMap<String, u64>>, ApiError> {
+    let request = v1::WatchWorkflowsRequest {
+        ids: share.ids.clone(),
+        kinds: share.kinds.clone(),
+        snapshot: true,
+        snapshot_only: true,
+        records: true,
+        ..Default::default()
+    };
+    let mut client = mesh.workflows.clone();
+    let call = client.watch(mesh.stream_request(request));
+    let mut stream = mesh
+        .call_mapped(call, "workflow service", workflow_error)
+        .await?;
+    let mut shown = HashMap::new();
+    while let Some(event) = stream.message().await.map_err(workflow_error)? {
+        let Some(workflow) = event.workflow else {
+            continue;
+        };
+        shown.insert(workflow.id.clone(), event.version);
+        if out
+            .send(frame(WorkflowObject::from(workflow), true))
+            .await
+            .is_err()
+        {
+            return Ok(None);
+        }
+    }
+    Ok(Some(shown))
+}
+
+/// The share's changes to this socket until it lags (`true`: take a fresh snapshot) or is
+/// gone (`false`).
+async fn forward(
+    changes: &mut broadcast::Receiver<Shared>,
+    mut shown: HashMap<String, u64>,
+    out: &Out,
+) -> bool {
+    loop {
+        let missed = match changes.recv().await {
+            Ok(Shared::Change { id, version, frame }) => {
+                // Already in the snapshot: a repeat.
+                if shown.remove(&*id).is_some_and(|seen| seen >= version) {
+                    continue;
+                }
+                if out.send(frame).await.is_err() {
+                    return false;
+                }
+                continue;
+            }
+            Ok(Shared::Lagged(missed)) => missed,
+            Err(broadcast::error::RecvError::Lagged(missed)) => missed,
+            Ok(Shared::Ended(frame)) => {
+                let _ = out.send(frame).await;
+                return false;
+            }
+            Err(broadcast::error::RecvError::Closed) => return false,
+        };
+        let lagged = json!({"type": "lagged", "missed": missed});
+        return out.send(text(&lagged)).await.is_ok();
     }
 }
 
@@ -138,7 +211,7 @@ async fn on_change(mesh: watch::Receiver<Mesh>, out: Out, topic: &'static str) {
             continue;
         }
         // A full queue skips this reading; the next change goes out.
-        match out.try_send(message) {
+        match out.try_send(text(&message)) {
             Ok(()) => last = Some(compared),
             Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return,
@@ -187,7 +260,7 @@ async fn metrics(mesh: watch::Receiver<Mesh>, out: Out, interval: Duration) {
             "workflows": queue.map(|q| json!({"pending": q.pending, "running": q.started,
                 "retry": q.retry})),
         });
-        match out.try_send(snapshot) {
+        match out.try_send(text(&snapshot)) {
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }

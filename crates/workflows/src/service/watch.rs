@@ -38,6 +38,8 @@ pub struct WatchRequest {
     /// read per workflow when it is first seen and when it finishes, shared by every such
     /// watcher of the process; without it a watcher gets the events alone, as they arrive.
     pub records: bool,
+    /// Many, with `snapshot`: end after it.
+    pub snapshot_only: bool,
 }
 
 /// One change of one workflow.
@@ -197,6 +199,9 @@ async fn watch_many(
         {
             return;
         }
+    }
+    if request.snapshot_only {
+        return;
     }
     loop {
         let change = tokio::select! {
