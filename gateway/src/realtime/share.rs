@@ -82,6 +82,22 @@ impl WatchShares {
         (joined, live)
     }
 
+    /// Forgets `key`'s share if nobody listens to it any more, checked under the lock so a
+    /// socket joining meanwhile is never left on a share that is ending.
+    fn remove_unused(&self, key: &ShareKey, changes: &broadcast::Sender<Shared>) -> bool {
+        let mut shares = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if changes.receiver_count() > 0 {
+            return false;
+        }
+        if shares
+            .get(key)
+            .is_some_and(|e| e.changes.same_channel(changes))
+        {
+            shares.remove(key);
+        }
+        true
+    }
+
     /// Forgets `key`'s share if it is still the one sending on `changes`.
     fn remove(&self, key: &ShareKey, changes: &broadcast::Sender<Shared>) {
         let mut shares = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -102,11 +118,9 @@ async fn run(
     changes: broadcast::Sender<Shared>,
     opened: watch::Sender<bool>,
 ) {
-    let end = |frame: Option<Utf8Bytes>| {
+    let end = |frame: Utf8Bytes| {
         shares.remove(&key, &changes);
-        if let Some(frame) = frame {
-            let _ = changes.send(Shared::Ended(frame));
-        }
+        let _ = changes.send(Shared::Ended(frame));
     };
     loop {
         let request = v1::WatchWorkflowsRequest {
@@ -118,14 +132,14 @@ async fn run(
         let mut client = mesh.workflows.clone();
         let mut stream = match client.watch(mesh.stream_request(request)).await {
             Ok(stream) => stream.into_inner(),
-            Err(status) => return end(Some(error_frame(status))),
+            Err(status) => return end(error_frame(status)),
         };
         opened.send_replace(true);
         loop {
             match stream.message().await {
                 Ok(Some(event)) => {
-                    if changes.receiver_count() == 0 {
-                        return end(None); // nobody is listening any more
+                    if changes.receiver_count() == 0 && shares.remove_unused(&key, &changes) {
+                        return; // nobody is listening any more
                     }
                     let Some(workflow) = event.workflow else {
                         continue;
@@ -139,9 +153,8 @@ async fn run(
                     });
                 }
                 Ok(None) => {
-                    return end(Some(error_frame(tonic::Status::unavailable(
-                        "the workflow feed ended; subscribe again",
-                    ))));
+                    let ended = tonic::Status::unavailable("the workflow feed ended; watch again");
+                    return end(error_frame(ended));
                 }
                 Err(status) if status.code() == tonic::Code::Aborted => {
                     let missed = status
@@ -153,7 +166,7 @@ async fn run(
                     let _ = changes.send(Shared::Lagged(missed));
                     break; // open it again
                 }
-                Err(status) => return end(Some(error_frame(status))),
+                Err(status) => return end(error_frame(status)),
             }
         }
     }
