@@ -12,12 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use citadel_proto::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
 use clap::{Args, builder::RangedU64ValueParser};
 use futures_util::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use serde_json::Value;
 use tonic::{Code, Request, Status, transport::Channel};
 
 /// The server's default `grpc.max_message_bytes`: 2048 vectors of 1024 dims need 8 MiB,
@@ -134,32 +133,18 @@ fn read_texts(file: &Path) -> anyhow::Result<Vec<String>> {
         })?;
         (name, content)
     };
-    let jsonl = file.extension().is_some_and(|ext| ext == "jsonl");
-    let mut texts = Vec::new();
-    for (i, line) in content.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        if !jsonl {
-            // Kept exactly as written: the cache key is the text, spaces included.
-            texts.push(line.to_string());
-            continue;
-        }
-        let at = format!("{name}:{}", i + 1);
-        let value: Value = serde_json::from_str(line).map_err(|e| {
-            anyhow!(
-                "{at}: not valid JSON ({e}): each line must be an object like {{\"text\": \"...\"}}"
-            )
-        })?;
-        match value.get("text").or_else(|| value.get("input")) {
-            // The server refuses empty inputs; better to say so here, with the line.
-            Some(Value::String(text)) if !text.is_empty() => texts.push(text.clone()),
-            _ => bail!(
-                "{at}: no non-empty `text` (or `input`) string: expected {{\"text\": \"...\"}}"
-            ),
-        }
+    if file.extension().is_some_and(|ext| ext == "jsonl") {
+        // The same reader the workflow kinds use, so one file serves both.
+        let records = citadel_workflows::tasks::jsonl::parse(&name, &content, None)
+            .map_err(anyhow::Error::msg)?;
+        return Ok(records.into_iter().map(|r| r.text).collect());
     }
-    Ok(texts)
+    // Kept exactly as written: the cache key is the text, spaces included.
+    Ok(content
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Connects eagerly, so a wrong address fails before any batch with the fix spelled out.

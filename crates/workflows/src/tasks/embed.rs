@@ -15,7 +15,7 @@ use tonic::Code;
 
 use super::MeshTransport;
 
-use super::FileRoot;
+use super::{FileRoot, files::io_error};
 use crate::{Task, TaskContext, TaskError};
 
 /// What both kinds need: the service, the chunk size, and the directory files live in.
@@ -31,8 +31,6 @@ const MAX_INLINE_TEXTS: usize = 2_048;
 /// Inline results hold at most this many numbers (2,048 texts of 1,024 dimensions, about 20 MB
 /// of JSON), so a Get always fits in a gRPC message; larger jobs give `output_file`.
 const MAX_INLINE_VALUES: usize = 2_048 * 1_024;
-/// Largest `input_file` read.
-const MAX_INPUT_BYTES: u64 = 1 << 30;
 /// One chunk's call may take this long (a cold model, a slow upstream).
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -158,65 +156,16 @@ async fn load_inputs(settings: &EmbedSettings, params: &Json) -> Result<Vec<Inpu
         .get("input_file")
         .and_then(Json::as_str)
         .unwrap_or_default();
-    let full = settings
-        .files
-        .resolve("input_file", path)
-        .map_err(TaskError::permanent)?;
-    let cannot_read = |e: std::io::Error| {
-        io_error(
-            &e,
-            format!("cannot read input_file {}: {e}", full.display()),
-        )
-    };
-    let meta = tokio::fs::metadata(&full).await.map_err(cannot_read)?;
-    if !meta.is_file() || meta.len() > MAX_INPUT_BYTES {
-        return Err(TaskError::permanent(format!(
-            "input_file {} must be a regular file of at most {MAX_INPUT_BYTES} bytes",
-            full.display()
-        )));
-    }
-    let body = tokio::fs::read_to_string(&full)
-        .await
-        .map_err(cannot_read)?;
-    let field = params
-        .get("text_field")
-        .and_then(Json::as_str)
-        .unwrap_or("text");
-    let mut inputs = Vec::new();
-    for (n, line) in body
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let record: Json = serde_json::from_str(line).map_err(|e| {
-            TaskError::permanent(format!("input_file line {}: not JSON: {e}", n + 1))
-        })?;
-        let input = match &record {
-            Json::String(text) => Input {
-                id: None,
-                text: text.clone(),
-            },
-            Json::Object(map) => match map.get(field).and_then(Json::as_str) {
-                Some(text) => Input {
-                    id: map.get("id").cloned(),
-                    text: text.to_string(),
-                },
-                None => {
-                    return Err(TaskError::permanent(format!(
-                        "input_file line {}: no string field {field:?}",
-                        n + 1
-                    )));
-                }
-            },
-            _ => {
-                return Err(TaskError::permanent(format!(
-                    "input_file line {}: expected a string or an object",
-                    n + 1
-                )));
-            }
-        };
-        inputs.push(input);
-    }
+    let body = settings.files.read_input(path).await?;
+    let field = params.get("text_field").and_then(Json::as_str);
+    let inputs: Vec<Input> = super::jsonl::parse("input_file", &body, field)
+        .map_err(TaskError::permanent)?
+        .into_iter()
+        .map(|r| Input {
+            id: r.id,
+            text: r.text,
+        })
+        .collect();
     if inputs.is_empty() {
         return Err(TaskError::permanent(format!(
             "input_file {path} holds no records"
@@ -329,16 +278,6 @@ async fn finish_file(
     }
     temp.0 = None;
     Ok(())
-}
-
-/// A file error as a retry decision: what is missing or forbidden stays so; the rest (a full
-/// disk, too many open files) may pass.
-fn io_error(e: &std::io::Error, message: String) -> TaskError {
-    use std::io::ErrorKind::{InvalidData, InvalidInput, NotFound, PermissionDenied};
-    match e.kind() {
-        NotFound | PermissionDenied | InvalidData | InvalidInput => TaskError::permanent(message),
-        _ => TaskError::retryable(message),
-    }
 }
 
 /// Embeds every input a chunk at a time into `sink`; returns the summary fields.

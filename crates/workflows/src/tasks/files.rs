@@ -4,6 +4,11 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::TaskError;
+
+/// Largest `input_file` read.
+const MAX_INPUT_BYTES: u64 = 1 << 30;
+
 #[derive(Debug, Clone)]
 pub struct FileRoot {
     root: PathBuf,
@@ -37,6 +42,38 @@ impl FileRoot {
     pub fn resolve(&self, key: &str, path: &str) -> Result<PathBuf, String> {
         Self::check(key, path)?;
         Ok(self.root.join(path))
+    }
+
+    /// The whole of an `input_file` parameter's file, checked to be a regular file of a
+    /// bounded size.
+    pub(crate) async fn read_input(&self, path: &str) -> Result<String, TaskError> {
+        let full = self
+            .resolve("input_file", path)
+            .map_err(TaskError::permanent)?;
+        let cannot_read = |e: std::io::Error| {
+            io_error(
+                &e,
+                format!("cannot read input_file {}: {e}", full.display()),
+            )
+        };
+        let meta = tokio::fs::metadata(&full).await.map_err(cannot_read)?;
+        if !meta.is_file() || meta.len() > MAX_INPUT_BYTES {
+            return Err(TaskError::permanent(format!(
+                "input_file {} must be a regular file of at most {MAX_INPUT_BYTES} bytes",
+                full.display()
+            )));
+        }
+        tokio::fs::read_to_string(&full).await.map_err(cannot_read)
+    }
+}
+
+/// A file error as a retry decision: what is missing or forbidden stays so; the rest (a full
+/// disk, too many open files) may pass.
+pub(crate) fn io_error(e: &std::io::Error, message: String) -> TaskError {
+    use std::io::ErrorKind::{InvalidData, InvalidInput, NotFound, PermissionDenied};
+    match e.kind() {
+        NotFound | PermissionDenied | InvalidData | InvalidInput => TaskError::permanent(message),
+        _ => TaskError::retryable(message),
     }
 }
 
