@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "citadel/v1/embeddings.proto",
     "citadel/v1/workflows.proto",
     "citadel/v1/completions.proto",
+    "citadel/v1/vectors.proto",
 ];
 
 fn main() -> io::Result<()> {

@@ -14,6 +14,7 @@ mod llm;
 mod models;
 mod process;
 mod serve;
+mod vectors;
 mod warm;
 mod worker;
 mod workflows;

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use citadel_config::{Config, ConnectionsConfig};
 use citadel_embeddings::EmbeddingCore;
 use citadel_gateway::{AppState, GatewaySettings};
-use citadel_grpc::{GrpcSettings, HealthControl, WorkflowApi};
+use citadel_grpc::{Cores, GrpcSettings, HealthControl, WorkflowApi};
 use citadel_llm::LlmCore;
 use citadel_telemetry::MetricsHandle;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle, time::Instant};
@@ -45,6 +45,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let workflows = Workflows::open(&config, &embeddings_url, config.workflows.concurrency).await?;
     let stopping = CancellationToken::new();
     let workflow_api = WorkflowApi::new(workflows.core(&config), stopping.clone());
+    let vectors = crate::vectors::build(&config, core.clone())?;
+    let cores = Cores {
+        embeddings: core.clone(),
+        workflows: workflow_api,
+        llm: llm.clone(),
+        vectors: vectors.clone(),
+    };
 
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new(&core).await;
@@ -54,9 +61,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (channel, upstream) = match config.grpc.upstream.as_str() {
         "" => {
             let mesh = citadel_grpc::service(
-                core.clone(),
-                workflow_api.clone(),
-                llm.clone(),
+                cores.clone(),
                 health_service.clone(),
                 policy.clone(),
                 grpc_settings,
@@ -73,9 +78,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mut grpc = start_grpc(
         &config,
-        core.clone(),
-        workflow_api,
-        llm.clone(),
+        cores,
         health_service,
         policy.clone(),
         grpc_listener,
@@ -96,6 +99,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         health.clone(),
         core.clone(),
         llm.clone(),
+        vectors,
         http_addr,
         grpc_addr,
     ));
@@ -193,17 +197,13 @@ fn grpc_settings(config: &Config) -> GrpcSettings {
 
 fn start_grpc(
     config: &Config,
-    core: Arc<EmbeddingCore>,
-    workflows: WorkflowApi,
-    llm: Arc<LlmCore>,
+    cores: Cores,
     health: HealthServer<impl Health>,
     policy: Arc<citadel_auth::Policy>,
     listener: TcpListener,
 ) -> anyhow::Result<Running> {
     let settings = grpc_settings(config);
-    let service = citadel_grpc::service::<hyper::body::Incoming>(
-        core, workflows, llm, health, policy, settings,
-    )?;
+    let service = citadel_grpc::service::<hyper::body::Incoming>(cores, health, policy, settings)?;
     let tls = (&config.grpc.tls_cert, &config.grpc.tls_key);
     let limits = connection_limits("grpc", &config.grpc.connections, config, true, tls)?;
     Ok(Running::spawn("grpc", |stopped| async move {
@@ -311,11 +311,13 @@ async fn announce_ready(
     health: HealthControl,
     core: Arc<EmbeddingCore>,
     llm: Arc<LlmCore>,
+    vectors: Arc<citadel_vectors::Vectors>,
     http: SocketAddr,
     grpc: SocketAddr,
 ) {
     if health.clone().follow_readiness(core).await {
-        tokio::spawn(health.follow_llm(llm));
+        tokio::spawn(health.clone().follow_llm(llm));
+        tokio::spawn(health.follow_vectors(vectors));
         tracing::info!(http_addr = %http, grpc_addr = %grpc, "citadel ready");
     }
 }

@@ -1,5 +1,5 @@
 //! Wiring of the workflow crate into the binary: the store on `database.url`, its event feed,
-//! the task kinds with their EmbeddingService client, and the worker (in `serve` unless
+//! the task kinds with their mesh clients (EmbeddingService, CompletionService, VectorService), and the worker (in `serve` unless
 //! `workflows.worker_enabled = false`, or alone as `citadel worker`).
 
 use std::time::Duration;
@@ -8,13 +8,13 @@ use anyhow::Context;
 use citadel_config::Config;
 use citadel_proto::v1::{
     completion_service_client::CompletionServiceClient,
-    embedding_service_client::EmbeddingServiceClient,
+    embedding_service_client::EmbeddingServiceClient, vector_service_client::VectorServiceClient,
 };
 use citadel_workflows::{
     EventHub, Registry, RetryPolicy, Store, SubmitLimits, Worker, WorkerSettings,
     tasks::{
-        CacheWarm, Credentials, EmbedBatch, EmbedSettings, FileRoot, LlmBatch, LlmChain,
-        LlmSettings, Noop, Sleep,
+        CacheWarm, Credentials, EmbedBatch, EmbedSettings, FileRoot, IngestSettings, LlmBatch,
+        LlmChain, LlmSettings, Noop, Sleep, VectorIngest,
     },
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -130,6 +130,16 @@ fn registry(config: &Config, embeddings_url: &str) -> anyhow::Result<Registry> {
             .max_encoding_message_size(max),
         files: FileRoot::new(&config.workflows.files_dir),
     };
+    let v = &config.vectors;
+    let ingest = IngestSettings {
+        client: VectorServiceClient::new(channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        files: FileRoot::new(&config.workflows.files_dir),
+        chunk_words: v.chunk_words,
+        overlap_words: v.chunk_overlap_words,
+        batch: v.ingest_batch,
+    };
     let embed = EmbedSettings {
         client: EmbeddingServiceClient::new(channel)
             .max_decoding_message_size(max)
@@ -144,6 +154,7 @@ fn registry(config: &Config, embeddings_url: &str) -> anyhow::Result<Registry> {
         .register(EmbedBatch(embed.clone()))
         .register(CacheWarm(embed))
         .register(LlmBatch(llm.clone()))
-        .register(LlmChain(llm));
+        .register(LlmChain(llm))
+        .register(VectorIngest(ingest));
     Ok(registry)
 }

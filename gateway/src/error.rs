@@ -241,3 +241,25 @@ fn timed_out(rejection: &JsonRejection) -> Option<BodyTimeout> {
     }
     None
 }
+
+/// The vector routes' reading of the codes whose meaning differs there: the missing thing is
+/// a collection (`name`) unless the mesh named the field, and a name in use is a 409.
+pub(crate) fn vector_error(status: Status) -> ApiError {
+    let param = status
+        .metadata()
+        .get(ERROR_PARAM)
+        .and_then(|v| v.to_str().ok());
+    match status.code() {
+        Code::NotFound if param == Some("collection") => ApiError {
+            param: Some("name".to_string()),
+            code: Some("collection_not_found"),
+            ..ApiError::new(StatusCode::NOT_FOUND, INVALID, status.message())
+        },
+        Code::AlreadyExists => ApiError {
+            param: Some("name".to_string()),
+            code: Some("collection_exists"),
+            ..ApiError::new(StatusCode::CONFLICT, INVALID, status.message())
+        },
+        _ => ApiError::from(status),
+    }
+}

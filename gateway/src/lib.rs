@@ -8,7 +8,8 @@
 //! and retried at `/api/v1/workflows` (`citadel.v1.WorkflowService`). The real-time edge adds
 //! `/ws/orchestration` (live workflow events, health, models and metrics; workflow control),
 //! the AG-UI agent at `/api/v1/agui` for CopilotKit front ends, the Copilot actions at
-//! `/api/v1/copilot/actions`, and the operator page at `/`. It holds no business
+//! `/api/v1/copilot/actions`, and the operator page at `/`. Vector collections are created,
+//! filled and searched at `/api/v1/collections` (`citadel.v1.VectorService`). It holds no business
 //! logic and never reaches past the gRPC contract: every call goes through a tonic client to
 //! `citadel.v1.*` (in memory when the mesh shares the process, `mesh.rs`), so anything REST can
 //! do, gRPC can too.
@@ -28,6 +29,7 @@ mod openai;
 mod realtime;
 mod routes;
 mod state;
+mod vectors;
 mod workflows;
 
 use std::time::Duration;
@@ -85,6 +87,31 @@ pub fn router(state: AppState, settings: &GatewaySettings) -> Router {
         .route(
             "/api/v1/workflows/{id}/retry",
             post(routes::workflows::retry),
+        )
+        // Vector collections.
+        .route(
+            "/api/v1/collections",
+            post(routes::vectors::create).get(routes::vectors::list),
+        )
+        .route(
+            "/api/v1/collections/{name}",
+            get(routes::vectors::get).delete(routes::vectors::delete),
+        )
+        .route(
+            "/api/v1/collections/{name}/points",
+            post(routes::vectors::upsert),
+        )
+        .route(
+            "/api/v1/collections/{name}/points/delete",
+            post(routes::vectors::delete_points),
+        )
+        .route(
+            "/api/v1/collections/{name}/search",
+            post(routes::vectors::search),
+        )
+        .route(
+            "/api/v1/collections/{name}/count",
+            post(routes::vectors::count),
         )
         // The real-time edge: the live socket, the AG-UI agent, the Copilot actions and the
         // operator page.

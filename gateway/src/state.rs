@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use citadel_auth::Policy;
 use citadel_proto::v1::{
     completion_service_client::CompletionServiceClient,
-    embedding_service_client::EmbeddingServiceClient,
+    embedding_service_client::EmbeddingServiceClient, vector_service_client::VectorServiceClient,
     workflow_service_client::WorkflowServiceClient,
 };
 use tokio::time::Instant;
@@ -21,6 +21,7 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct AppState {
     pub(crate) embeddings: EmbeddingServiceClient<MeshChannel>,
     pub(crate) workflows: WorkflowServiceClient<MeshChannel>,
+    pub(crate) vectors: VectorServiceClient<MeshChannel>,
     pub(crate) completions: CompletionServiceClient<MeshChannel>,
     pub(crate) health: HealthClient<MeshChannel>,
     pub(crate) metrics: MetricsRender,
@@ -99,7 +100,11 @@ impl AppState {
         let completions = CompletionServiceClient::new(channel.clone())
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
+        let vectors = VectorServiceClient::new(channel.clone())
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
         AppState {
+            vectors,
             embeddings,
             workflows,
             completions,

@@ -63,6 +63,16 @@ pub fn sqlite_url() -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
+/// A fresh, empty directory in the temp directory.
+pub fn scratch_dir(what: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("citadel-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
 /// Spawns `citadel` with `args` (from the repo root) and captures its output.
 pub fn spawn(
     args: &[&str],
@@ -83,6 +93,10 @@ pub fn spawn(
     // Each process gets its own workflow database unless the test shares one on purpose.
     if !env.iter().any(|(k, _)| *k == "CITADEL_DATABASE__URL") {
         command.env("CITADEL_DATABASE__URL", sqlite_url());
+    }
+    // ...and its own embedded vector store, never the repo's `data/vectors`.
+    if !env.iter().any(|(k, _)| *k == "CITADEL_VECTORS__PATH") {
+        command.env("CITADEL_VECTORS__PATH", scratch_dir("vectors"));
     }
     for (k, v) in env {
         command.env(k, v);

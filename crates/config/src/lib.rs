@@ -14,6 +14,7 @@ mod load;
 mod realtime;
 mod redact;
 mod validate;
+mod vectors;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
@@ -23,6 +24,7 @@ pub use auth::{AuthConfig, AuthMode, RoleConfig};
 pub use llm::LlmConfig;
 pub use load::{ConfigError, Overrides, load};
 pub use realtime::{AguiConfig, WsConfig};
+pub use vectors::{VectorStoreKind, VectorsConfig};
 
 /// The whole configuration tree.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -45,6 +47,8 @@ pub struct Config {
     pub llm: LlmConfig,
     #[serde(default)]
     pub qdrant: Option<QdrantConfig>,
+    #[serde(default)]
+    pub vectors: VectorsConfig,
     pub database: DatabaseConfig,
     pub cache: CacheConfig,
     pub workflows: WorkflowsConfig,
@@ -337,9 +341,17 @@ pub struct BreakerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QdrantConfig {
+    /// Qdrant's gRPC address, e.g. `http://qdrant:6334`.
     pub url: String,
     #[serde(default)]
     pub api_key: Option<String>,
+    /// Each call's limit, connecting included (at most 5 s of it).
+    #[serde(default = "default_qdrant_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_qdrant_timeout_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

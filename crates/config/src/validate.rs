@@ -68,7 +68,9 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     realtime_ok(cfg)?;
     if let Some(q) = &cfg.qdrant {
         http_url("qdrant.url", &q.url)?;
+        positive("qdrant.timeout_ms", q.timeout_ms)?;
     }
+    vectors_ok(cfg)?;
     let db = &cfg.database.url;
     if !(db.starts_with("sqlite:")
         || db.starts_with("postgres://")
@@ -443,6 +445,41 @@ fn realtime_ok(cfg: &Config) -> Result<(), ConfigError> {
     }
     if cfg.agui.workflow_wait_ms > 3_600_000 {
         return invalid("agui.workflow_wait_ms", "must be at most 3600000 (an hour)");
+    }
+    Ok(())
+}
+
+fn vectors_ok(cfg: &Config) -> Result<(), ConfigError> {
+    let v = &cfg.vectors;
+    if v.store == crate::VectorStoreKind::Qdrant && cfg.qdrant.is_none() {
+        return invalid(
+            "vectors.store",
+            "is \"qdrant\" but there is no [qdrant] section: set qdrant.url (its gRPC port, 6334)",
+        );
+    }
+    if v.store == crate::VectorStoreKind::Embedded && v.path.trim().is_empty() {
+        return invalid(
+            "vectors.path",
+            "must name a directory for the embedded store",
+        );
+    }
+    positive(
+        "vectors.max_points_per_upsert",
+        v.max_points_per_upsert as u64,
+    )?;
+    positive("vectors.max_payload_bytes", v.max_payload_bytes as u64)?;
+    positive("vectors.chunk_words", v.chunk_words as u64)?;
+    if v.chunk_overlap_words >= v.chunk_words {
+        return invalid(
+            "vectors.chunk_overlap_words",
+            "must be smaller than vectors.chunk_words",
+        );
+    }
+    if v.ingest_batch == 0 || v.ingest_batch > v.max_points_per_upsert {
+        return invalid(
+            "vectors.ingest_batch",
+            "must be 1 to vectors.max_points_per_upsert",
+        );
     }
     Ok(())
 }

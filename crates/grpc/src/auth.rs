@@ -76,6 +76,11 @@ fn access(path: &str, policy: &Policy) -> Access {
         }
         ("citadel.v1.WorkflowService", "Watch") => needs(Permission::WorkflowsWatch),
         ("citadel.v1.WorkflowService", _) => needs(Permission::WorkflowsRead),
+        (
+            "citadel.v1.VectorService",
+            "CreateCollection" | "DeleteCollection" | "UpsertPoints" | "DeletePoints",
+        ) => needs(Permission::VectorsWrite),
+        ("citadel.v1.VectorService", _) => needs(Permission::VectorsRead),
         _ => Access::Needs(None),
     }
 }

@@ -8,6 +8,8 @@
 //! - `citadel.v1.CompletionService`: SERVING with the process, like the embedding service;
 //!   `citadel.v1.CompletionService/<model>`, one per LLM model its servers list: NOT_SERVING
 //!   when every server of the model has an open breaker (or stopped listing it).
+//! - `citadel.v1.VectorService`: SERVING while the vector store answers (the embedded store's
+//!   directory is there; Qdrant's health check passes), re-checked every few seconds.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -23,6 +25,7 @@ use citadel_llm::LlmCore;
 use citadel_proto::v1::{
     completion_service_server::SERVICE_NAME as COMPLETION_SERVICE,
     embedding_service_server::EmbeddingServiceServer,
+    vector_service_server::SERVICE_NAME as VECTOR_SERVICE,
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -44,6 +47,8 @@ pub struct HealthControl {
 /// LLM models come and go with discovery: their health is re-read this often, and at once
 /// when a breaker changes.
 const LLM_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the vector store is asked whether it answers.
+const VECTOR_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 impl HealthControl {
     /// Creates the health service with every service NOT_SERVING.
@@ -167,6 +172,33 @@ impl HealthControl {
         }
     }
 
+    /// Publishes `citadel.v1.VectorService` from the store's health until shutdown.
+    pub async fn follow_vectors(self, vectors: Arc<citadel_vectors::Vectors>) {
+        let mut published = None;
+        loop {
+            let health = vectors.health().await;
+            let status = match health.ok {
+                true => ServingStatus::Serving,
+                false => ServingStatus::NotServing,
+            };
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            if published != Some(status) {
+                if !health.ok {
+                    tracing::warn!(store = health.kind, detail = %health.detail, "the vector store does not answer");
+                }
+                self.set(VECTOR_SERVICE, status).await;
+                published = Some(status);
+            }
+            if self.closing.load(Ordering::Acquire) {
+                self.set(VECTOR_SERVICE, ServingStatus::NotServing).await;
+                return;
+            }
+            tokio::time::sleep(VECTOR_HEALTH_INTERVAL).await;
+        }
+    }
+
     fn llm_services(&self) -> Vec<String> {
         let known = self.llm_services.lock().unwrap_or_else(|e| e.into_inner());
         known.iter().cloned().collect()
@@ -188,6 +220,7 @@ impl HealthControl {
             reporter.clear_service_status(&model_service(model)).await;
         }
         reporter.clear_service_status(COMPLETION_SERVICE).await;
+        reporter.clear_service_status(VECTOR_SERVICE).await;
         for service in self.llm_services() {
             reporter.clear_service_status(&service).await;
         }
@@ -200,6 +233,7 @@ impl HealthControl {
             self.set(&model_service(model), status).await;
         }
         self.set(COMPLETION_SERVICE, status).await;
+        self.set(VECTOR_SERVICE, status).await;
         for service in self.llm_services() {
             self.set(&service, status).await;
         }

@@ -1,10 +1,10 @@
 //! The gRPC edge of the mesh: `citadel.v1.EmbeddingService`, `citadel.v1.WorkflowService`,
-//! `citadel.v1.CompletionService`, `grpc.health.v1.Health` and server reflection, served by
+//! `citadel.v1.CompletionService`, `citadel.v1.VectorService`, `grpc.health.v1.Health` and server reflection, served by
 //! tonic over the embedding core, the workflow store and the LLM core.
 //!
 //! This crate owns the translation between protobuf messages and the core's types, the one
-//! mapping from [`citadel_embeddings::EmbedError`], [`citadel_llm::LlmError`] and
-//! [`citadel_workflows::WorkflowError`] to
+//! mapping from [`citadel_embeddings::EmbedError`], [`citadel_llm::LlmError`],
+//! [`citadel_vectors::VectorError`] and [`citadel_workflows::WorkflowError`] to
 //! `tonic::Status`, `grpc-timeout` deadlines, health reporting tied to model readiness, the
 //! server's message limits and the wire rules tonic leaves open (content type, one message per
 //! unary call, bounded status messages). It must hold no embedding
@@ -22,6 +22,7 @@ mod health;
 mod hygiene;
 mod server;
 mod status;
+mod vector;
 mod workflow;
 mod workflow_convert;
 
@@ -29,5 +30,6 @@ pub use auth::{AuthorizeLayer, rate_values};
 pub use completion::CompletionApi;
 pub use embedding::EmbeddingApi;
 pub use health::HealthControl;
-pub use server::{GrpcSettings, ServerError, service};
+pub use server::{Cores, GrpcSettings, ServerError, service};
+pub use vector::VectorApi;
 pub use workflow::WorkflowApi;

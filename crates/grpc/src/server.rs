@@ -9,7 +9,7 @@ use citadel_embeddings::EmbeddingCore;
 use citadel_llm::LlmCore;
 use citadel_proto::v1::{
     completion_service_server::CompletionServiceServer,
-    embedding_service_server::EmbeddingServiceServer,
+    embedding_service_server::EmbeddingServiceServer, vector_service_server::VectorServiceServer,
     workflow_service_server::WorkflowServiceServer,
 };
 use http::{Request, Response};
@@ -24,7 +24,7 @@ use tower_http::{
 use tracing::Level;
 
 use crate::{
-    CompletionApi, EmbeddingApi, WorkflowApi,
+    CompletionApi, EmbeddingApi, VectorApi, WorkflowApi,
     hygiene::{Hygiene, UnaryMethods},
 };
 
@@ -36,6 +36,15 @@ pub struct GrpcSettings {
     pub request_body_timeout: std::time::Duration,
 }
 
+/// The cores the mesh serves, one per service.
+#[derive(Clone)]
+pub struct Cores {
+    pub embeddings: Arc<EmbeddingCore>,
+    pub workflows: WorkflowApi,
+    pub llm: Arc<LlmCore>,
+    pub vectors: Arc<citadel_vectors::Vectors>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot build gRPC reflection: {0}")]
@@ -45,15 +54,13 @@ pub enum ServerError {
 }
 
 /// The gRPC services as one tower service: EmbeddingService, WorkflowService,
-/// CompletionService, Health, and
+/// CompletionService, VectorService, Health, and
 /// reflection (v1 and v1alpha, for grpcurl and older clients) listing only the public
 /// services, behind the wire hygiene layer and a span per call.
 /// Generic over the request body: hyper's for the listener, tonic's for the edge's in-process
 /// calls (the same stack, so both get the same contract, codes and layers).
 pub fn service<B>(
-    core: Arc<EmbeddingCore>,
-    workflows: WorkflowApi,
-    llm: Arc<LlmCore>,
+    cores: Cores,
     health: HealthServer<impl Health>,
     policy: Arc<citadel_auth::Policy>,
     settings: GrpcSettings,
@@ -74,13 +81,22 @@ pub fn service<B>(
 where
     B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
 {
-    let embeddings = EmbeddingServiceServer::new(EmbeddingApi::new(core))
+    let Cores {
+        embeddings,
+        workflows,
+        llm,
+        vectors,
+    } = cores;
+    let embeddings = EmbeddingServiceServer::new(EmbeddingApi::new(embeddings))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
     let workflows = WorkflowServiceServer::new(workflows)
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
     let completions = CompletionServiceServer::new(CompletionApi::new(llm))
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(settings.max_message_bytes);
+    let vectors = VectorServiceServer::new(VectorApi::new(vectors))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);
     let reflection = || {
@@ -98,6 +114,7 @@ where
         .add_service(embeddings)
         .add_service(workflows)
         .add_service(completions)
+        .add_service(vectors)
         .prepare();
     // The pipeline, outermost first. No tonic `Server`: its timeout layer answers an expired
     // `grpc-timeout` with CANCELLED, where the handlers' own deadline answers

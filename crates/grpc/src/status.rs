@@ -18,6 +18,13 @@ pub(crate) fn invalid(param: &'static str, message: impl Into<String>) -> Status
     status
 }
 
+fn with_param(mut status: Status, param: &'static str) -> Status {
+    status
+        .metadata_mut()
+        .insert(ERROR_PARAM_KEY, MetadataValue::from_static(param));
+    status
+}
+
 /// The one place a workflow error becomes a gRPC status.
 pub(crate) fn workflow_status(error: WorkflowError) -> Status {
     match error {
@@ -109,5 +116,23 @@ pub(crate) fn llm_status(error: LlmError) -> Status {
             }
             status
         }
+    }
+}
+
+/// The one place a vector error becomes a gRPC status; embedding failures keep the embedding
+/// service's own status (a full queue is still RESOURCE_EXHAUSTED with `retry-after`).
+pub(crate) fn vector_status(error: citadel_vectors::VectorError) -> Status {
+    use citadel_vectors::VectorError;
+    let message = error.to_string();
+    match error {
+        VectorError::Invalid { param, .. } => invalid(param, message),
+        // Named, so the REST edge can tell an unknown collection from an unknown model.
+        VectorError::NotFound(_) => with_param(Status::new(Code::NotFound, message), "collection"),
+        VectorError::AlreadyExists(_) => {
+            with_param(Status::new(Code::AlreadyExists, message), "name")
+        }
+        VectorError::Embed(e) => to_status(e),
+        VectorError::Unavailable(_) => Status::new(Code::Unavailable, message),
+        VectorError::Internal(_) => Status::new(Code::Internal, message),
     }
 }

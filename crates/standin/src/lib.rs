@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod llm;
+pub mod qdrant;
 mod server;
 mod wire;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use llm::{LlmBehaviour, LlmModelSpec, LlmStandIn, LlmStandInConfig, LlmStats};
+pub use qdrant::{QdrantControl, QdrantStandIn};
 pub use wire::vector;
 
 /// What the stand-in does with the next requests. Replaced whole by `set_behaviour`.

@@ -14,6 +14,7 @@ use crate::{error::ApiError, mesh_client::Mesh, openai::ModelObject};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const EMBEDDING_SERVICE: &str = v1::embedding_service_server::SERVICE_NAME;
+const VECTOR_SERVICE: &str = v1::vector_service_server::SERVICE_NAME;
 
 /// The process is up and answering. Says nothing about the models: that is readiness.
 pub async fn live() -> Json<Value> {
@@ -62,8 +63,15 @@ pub(crate) async fn report(state: &Mesh) -> (bool, Value) {
     let (llm, llm_degraded) = llm_health(state).await;
     let limits = state.policy.limiter_status();
     let limits_degraded = limits.degraded;
-    let degraded =
-        degraded || llm_degraded || limits_degraded || cache["l2"]["state"] == "degraded";
+    // The vector store is its own service: down, it degrades the whole, it does not stop
+    // embeddings.
+    let vectors = grpc_health(state, VECTOR_SERVICE).await;
+    let vectors_degraded = vectors != ServingStatus::Serving.as_str_name();
+    let degraded = degraded
+        || llm_degraded
+        || limits_degraded
+        || vectors_degraded
+        || cache["l2"]["state"] == "degraded";
     let serving = service == ServingStatus::Serving.as_str_name();
     // Degraded still answers 200: the process serves, some model cannot right now, and a
     // load balancer pulling it would not bring that model's servers back.
@@ -81,6 +89,7 @@ pub(crate) async fn report(state: &Mesh) -> (bool, Value) {
             "models": models,
             "cache": cache,
             "llm": llm,
+            "vectors": {"service": VECTOR_SERVICE, "state": vectors},
             "auth": {
                 "mode": if state.policy.is_off() { "off" } else { "required" },
                 "rate_limits": limits,

@@ -6,6 +6,7 @@ pub mod health;
 pub mod models;
 pub mod ollama;
 pub mod operator;
+pub mod vectors;
 pub mod workflows;
 
 use axum::http::{Method, StatusCode, Uri};

@@ -1,14 +1,18 @@
 //! The built-in task kinds: `noop` and `sleep` for tests and benchmarks, `embed_batch` and
-//! `cache_warm` over `EmbeddingService`, `llm_batch` and `llm_chain` over `CompletionService`.
+//! `cache_warm` over `EmbeddingService`, `llm_batch` and `llm_chain` over `CompletionService`,
+//! `vector_ingest` over `VectorService`.
 
 mod embed;
 mod files;
+mod ingest;
+pub mod jsonl;
 mod llm;
 mod noop;
 mod sleep;
 
 pub use embed::{CacheWarm, EmbedBatch, EmbedSettings};
 pub use files::FileRoot;
+pub use ingest::{IngestSettings, VectorIngest};
 pub use llm::{LlmBatch, LlmChain, LlmSettings};
 pub use noop::Noop;
 pub use sleep::Sleep;
