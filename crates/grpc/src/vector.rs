@@ -50,7 +50,9 @@ impl VectorService for VectorApi {
     ) -> Result<Response<v1::Collection>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        check_model(&caller, &r.model)?;
+        // The collection records the canonical name, and every later use is checked on it.
+        let model = self.vectors.model_name(&r.model).map_err(vector_status)?;
+        check_model(&caller, &model)?;
         let info = self.vectors.create(&r.name, &r.model).await;
         Ok(Response::new(collection(info.map_err(vector_status)?)))
     }

@@ -453,7 +453,8 @@ impl Points for Service {
         );
         let query = StoreQuery {
             vector: r.vector,
-            top_k: usize::try_from(r.limit).unwrap_or(usize::MAX),
+            // Qdrant bounds `limit` too; a huge one must not size a heap.
+            top_k: usize::try_from(r.limit.min(10_000)).unwrap_or(10_000),
             filter: filter(r.filter)?,
             score_threshold: r.score_threshold,
             with_payload,

@@ -29,6 +29,10 @@ pub const DOCUMENT_KEY: &str = "_citadel_document_id";
 pub const CHUNK_KEY: &str = "_citadel_chunk";
 pub const TEXT_KEY: &str = "_citadel_text";
 const RESERVED_PREFIX: &str = "_citadel";
+/// Document ids one delete may name (a filter's `match.any` bound).
+const MAX_DELETE_IDS: usize = crate::filter::MAX_LIST_ITEMS;
+/// How long a remembered collection spec is trusted without asking the store.
+const SPEC_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct VectorLimits {
@@ -100,9 +104,10 @@ pub struct Vectors {
     embeddings: Arc<EmbeddingCore>,
     limits: VectorLimits,
     /// A collection's spec never changes once created, so each search or upsert need not ask
-    /// the store (a Qdrant round trip) which model and size it has. A name deleted elsewhere
-    /// drops out when the store answers NOT_FOUND.
-    specs: RwLock<HashMap<String, CollectionSpec>>,
+    /// the store (a Qdrant round trip) which model and size it has. A name deleted here is
+    /// forgotten at once; one deleted (and perhaps re-created) by another replica sharing the
+    /// Qdrant drops out on the store's NOT_FOUND or after `SPEC_TTL`.
+    specs: RwLock<HashMap<String, (CollectionSpec, Instant)>>,
 }
 
 impl Vectors {
@@ -121,23 +126,24 @@ impl Vectors {
         }
     }
 
-    /// The collection's spec, from memory when seen before.
+    /// The collection's spec, from memory when seen within `SPEC_TTL`.
     pub async fn spec(&self, name: &str) -> Result<CollectionSpec, VectorError> {
-        if let Some(spec) = self
-            .specs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(spec.clone());
+        let remembered = {
+            let specs = self.specs.read().unwrap_or_else(|p| p.into_inner());
+            specs
+                .get(name)
+                .filter(|(_, at)| at.elapsed() < SPEC_TTL)
+                .map(|(spec, _)| spec.clone())
+        };
+        match remembered {
+            Some(spec) => Ok(spec),
+            None => Ok(self.get(name).await?.spec),
         }
-        let info = self.get(name).await?;
-        Ok(info.spec)
     }
 
     fn remember(&self, spec: &CollectionSpec) {
         let mut specs = self.specs.write().unwrap_or_else(|p| p.into_inner());
-        specs.insert(spec.name.clone(), spec.clone());
+        specs.insert(spec.name.clone(), (spec.clone(), Instant::now()));
     }
 
     fn forget(&self, name: &str) {
@@ -147,12 +153,21 @@ impl Vectors {
             .remove(name);
     }
 
-    /// A store error, with a collection gone from the store forgotten here too.
+    /// A store error, with a collection gone from the store forgotten here too (and named:
+    /// Qdrant's own message is not the name).
     fn stored<T>(&self, name: &str, r: Result<T, StoreError>) -> Result<T, VectorError> {
-        if let Err(StoreError::NotFound(_)) = &r {
-            self.forget(name);
+        match r {
+            Err(StoreError::NotFound(_)) => {
+                self.forget(name);
+                Err(VectorError::NotFound(name.to_string()))
+            }
+            r => Ok(r?),
         }
-        Ok(r?)
+    }
+
+    /// The canonical name of an embedding model or alias (what a collection records).
+    pub fn model_name(&self, model: &str) -> Result<String, VectorError> {
+        Ok(self.embeddings.model(model)?.info.name)
     }
 
     pub async fn create(&self, name: &str, model: &str) -> Result<CollectionInfo, VectorError> {
@@ -194,7 +209,7 @@ impl Vectors {
     pub async fn delete(&self, name: &str) -> Result<(), VectorError> {
         let deleted = self.store.delete_collection(name).await;
         self.forget(name);
-        Ok(deleted?)
+        self.stored(name, deleted)
     }
 
     /// Embeds the texts (one call for the batch, the model's `document` prompt when it has
@@ -260,6 +275,15 @@ impl Vectors {
     ) -> Result<(), VectorError> {
         self.spec(collection).await?;
         let selector = match selector {
+            DeleteSelector::Documents(ids) if ids.len() > MAX_DELETE_IDS => {
+                return Err(VectorError::invalid(
+                    "ids",
+                    format!(
+                        "at most {MAX_DELETE_IDS} document ids per delete, got {}",
+                        ids.len()
+                    ),
+                ));
+            }
             DeleteSelector::Documents(ids) if ids.is_empty() => {
                 return Err(VectorError::invalid(
                     "ids",
@@ -298,6 +322,12 @@ impl Vectors {
         let (vector, embed) = match input.query {
             Query::Vector(v) => {
                 check_dimensions("query", v.len(), &spec)?;
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(VectorError::invalid(
+                        "query",
+                        "query vector holds a value that is not a finite number",
+                    ));
+                }
                 (v, None)
             }
             Query::Text(t) if t.trim().is_empty() => {

@@ -3,9 +3,12 @@
 //!
 //! A frame is `len: u32 LE | kind: u8 | id: 16 bytes | body | sha256(kind..body)[..4]`, where an
 //! upsert's body is `dims: u32 | dims × f32 LE | payload JSON`. Loading replays the frames in
-//! order; a torn or corrupt tail (a crash during the last append) is cut off, since nothing in
-//! it was acknowledged. When live points are under a third of the frames, the log is rewritten
-//! from the live set (to a temporary file, synced, renamed).
+//! order. A torn last frame (a crash during the last append: it runs past the end of the file)
+//! is cut off, since nothing in it was acknowledged; a bad frame anywhere else is corruption,
+//! and the collection refuses to open rather than silently drop what follows it. An append
+//! that fails part way is cut back to where it began, so a later append never lands behind
+//! garbage. When live points are under a third of the frames, the log is rewritten from the
+//! live set (a temporary file, synced, renamed, the directory synced).
 
 use std::{
     fs::{File, OpenOptions},
@@ -57,6 +60,14 @@ impl PointLog {
             frames += 1;
             at = next;
         }
+        if at < bytes.len() && !runs_past_end(&bytes, at) {
+            return Err(StoreError::Internal(format!(
+                "{} is corrupt at byte {at} of {}: move it aside to open the collection \
+                 without the points stored after that byte",
+                path.display(),
+                bytes.len()
+            )));
+        }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -90,23 +101,38 @@ impl PointLog {
             .map_err(|e| io("seek", &self.path, &e))
     }
 
-    /// Appends and syncs: when this returns, the records survive a crash.
+    /// Appends and syncs: when this returns, the records survive a crash. On failure the
+    /// file is cut back to where it was, so nothing half-written stays in it.
     pub fn append<'a>(
         &mut self,
         frames: impl Iterator<Item = Frame<'a>>,
     ) -> Result<(), StoreError> {
-        let mut out = BufWriter::with_capacity(1 << 16, &self.file);
+        use std::io::Seek;
+        let start = self
+            .file
+            .stream_position()
+            .map_err(|e| io("seek", &self.path, &e))?;
         let mut n = 0;
-        for frame in frames {
-            out.write_all(&encode(&frame))
-                .map_err(|e| io("write", &self.path, &e))?;
-            n += 1;
+        let written = (|| {
+            let mut out = BufWriter::with_capacity(1 << 16, &self.file);
+            for frame in frames {
+                out.write_all(&encode(&frame))?;
+                n += 1;
+            }
+            out.flush()?;
+            drop(out);
+            self.file.sync_data()
+        })();
+        if let Err(e) = written {
+            let undone = self
+                .file
+                .set_len(start)
+                .and_then(|()| self.file.seek(std::io::SeekFrom::Start(start)).map(|_| ()));
+            if let Err(undo) = undone {
+                tracing::error!(path = %self.path.display(), error = %undo, "cannot cut a failed append back");
+            }
+            return Err(io("write", &self.path, &e));
         }
-        out.flush().map_err(|e| io("write", &self.path, &e))?;
-        drop(out);
-        self.file
-            .sync_data()
-            .map_err(|e| io("sync", &self.path, &e))?;
         self.frames += n;
         Ok(())
     }
@@ -122,25 +148,48 @@ impl PointLog {
         }
         let points = live();
         let temp = self.path.with_extension("log.tmp");
+        // Written and synced whole before the rename, and kept open: the handle that wrote it
+        // is the one later appends use, so no reopen can fail after the rename.
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&temp)
+            .map_err(|e| io("create", &temp, &e))?;
         {
-            let file = File::create(&temp).map_err(|e| io("create", &temp, &e))?;
             let mut out = BufWriter::with_capacity(1 << 16, &file);
             for p in &points {
                 out.write_all(&encode(&Frame::Upsert(p)))
                     .map_err(|e| io("write", &temp, &e))?;
             }
             out.flush().map_err(|e| io("write", &temp, &e))?;
-            drop(out);
-            file.sync_all().map_err(|e| io("sync", &temp, &e))?;
         }
+        file.sync_all().map_err(|e| io("sync", &temp, &e))?;
         std::fs::rename(&temp, &self.path).map_err(|e| io("rename", &self.path, &e))?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| io("open", &self.path, &e))?;
+        sync_dir(&self.path)?;
+        self.file = file;
         self.frames = points.len() as u64;
         self.seek_end()
+    }
+}
+
+/// Makes a new name (a created or renamed file) in `path`'s directory survive a crash.
+pub fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("sync", dir, &e))
+}
+
+/// Whether the frame at `at` claims more bytes than the file has: a torn last append.
+fn runs_past_end(bytes: &[u8], at: usize) -> bool {
+    match bytes.get(at..at + 4) {
+        None => true,
+        Some(len) => {
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            at.saturating_add(8).saturating_add(len) > bytes.len()
+        }
     }
 }
 
@@ -172,7 +221,7 @@ fn encode(frame: &Frame<'_>) -> Vec<u8> {
 /// The record at `at` and where the next starts; `None` at the end or at a torn frame.
 fn decode(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
     let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
-    let body = bytes.get(at + 4..at + 4 + len)?;
+    let body = bytes.get(at + 4..(at + 4).checked_add(len)?)?;
     let sum = bytes.get(at + 4 + len..at + 8 + len)?;
     if Sha256::digest(body)[..4] != *sum || body.len() < 17 {
         return None;
@@ -253,6 +302,16 @@ mod tests {
         let mut count = 0;
         PointLog::open(&path, |_| count += 1).unwrap();
         assert_eq!(count, 4);
+
+        // A flipped byte inside an earlier frame is corruption, not a torn tail: refused.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let refused = PointLog::open(&path, |_| {}).err().unwrap();
+        assert!(
+            refused.to_string().contains("corrupt at byte 0"),
+            "{refused}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! A chunk's point id derives from its document id and index (the vector core's rule), and
 //! the chunks of a given input always come out the same, so a retried attempt skips the
-//! batches its checkpoint says were committed, and redoing one never duplicates a point.
+//! batches its checkpoint says were committed, and redoing one never duplicates a point. The
+//! checkpoint carries a fingerprint of the chunks it counted (collection, texts, payloads, chunk
+//! settings): an attempt that finds different chunks (the file was edited before a retry, the
+//! chunk settings changed) starts again from the first batch instead of skipping new work.
 //!
 //! Parameters: `collection`; `documents: [{"id", "text", "payload"?}]` or `input_file` (with
 //! `text_field`, default `text`).
@@ -81,9 +84,11 @@ impl Task for VectorIngest {
         let docs = load(settings, &ctx.params).await?;
         let points = chunk_all(&docs, settings.chunk_words, settings.overlap_words);
         let total = points.len() as u64;
-        // Batches an earlier attempt committed are not sent again.
+        let print = fingerprint(&collection, &points);
+        // Batches an earlier attempt committed are not sent again, if they are these batches.
         let mut done = ctx
             .checkpoint()
+            .filter(|c| c.get("fingerprint").and_then(Json::as_str) == Some(print.as_str()))
             .and_then(|c| c.get("points_done"))
             .and_then(Json::as_u64)
             .unwrap_or(0)
@@ -102,7 +107,8 @@ impl Task for VectorIngest {
                 .map_err(|s| task_error(&s, done))?;
             calls += 1;
             done += batch.len() as u64;
-            ctx.save_checkpoint(&json!({ "points_done": done })).await;
+            ctx.save_checkpoint(&json!({ "points_done": done, "fingerprint": print }))
+                .await;
             let message = format!("upserted {done} of {total} chunks");
             if done < total {
                 ctx.progress(done, total, &message).await;
@@ -199,6 +205,30 @@ fn document_id(id: Option<&Json>) -> Option<String> {
     }
 }
 
+/// What the checkpoint's count is a count of: every point's collection, id, chunk, text and
+/// payload, in order.
+fn fingerprint(collection: &str, points: &[Point]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(collection.as_bytes());
+    for p in points {
+        let text = match &p.content {
+            Some(point::Content::Text(t)) => t.as_str(),
+            _ => "",
+        };
+        for part in [p.id.as_str(), text, p.payload_json.as_str()] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        hash.update(p.chunk.to_le_bytes());
+    }
+    hash.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Every document's chunks as points, in order.
 fn chunk_all(docs: &[Document], words: usize, overlap: usize) -> Vec<Point> {
     let payload_of = |d: &Document| Json::Object(d.payload.clone()).to_string();
@@ -261,7 +291,29 @@ fn task_error(status: &tonic::Status, from: u64) -> TaskError {
 
 #[cfg(test)]
 mod tests {
-    use super::chunks;
+    use super::*;
+
+    /// The checkpoint's count is only trusted for the same chunks: other texts, payloads,
+    /// chunk settings or collection give another fingerprint.
+    #[test]
+    fn fingerprint_follows_the_chunks() {
+        let doc = |text: &str, n: i64| Document {
+            id: "a".into(),
+            text: text.into(),
+            payload: Map::from_iter([("n".to_string(), Json::from(n))]),
+        };
+        let words = "one two three four five six seven";
+        let base = fingerprint("c", &chunk_all(&[doc(words, 1)], 4, 1));
+        assert_eq!(base, fingerprint("c", &chunk_all(&[doc(words, 1)], 4, 1)));
+        for other in [
+            fingerprint("c", &chunk_all(&[doc(words, 1)], 3, 1)),
+            fingerprint("c", &chunk_all(&[doc(words, 2)], 4, 1)),
+            fingerprint("c", &chunk_all(&[doc("one two three", 1)], 4, 1)),
+            fingerprint("d", &chunk_all(&[doc(words, 1)], 4, 1)),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 
     #[test]
     fn windows_overlap_and_cover_every_word() {
