@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm bench-realtime lint
+.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm bench-realtime bench-vectors lint
 run:
 	scripts/run.sh
 test:
@@ -20,5 +20,7 @@ bench-llm:
 	bench/run-llm.sh
 bench-realtime:
 	bench/run-realtime.sh
+bench-vectors:
+	bench/run-vectors.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
