@@ -105,6 +105,14 @@ impl ConfigArgs {
             http_addr: self.http_addr,
             grpc_addr: self.grpc_addr,
         };
+        // Said before logging starts (it needs the configuration), on stderr like any
+        // start-up message; the process goes on.
+        for name in citadel_config::ignored_vars(std::env::vars()) {
+            eprintln!(
+                "warning: {name} is not a configuration key (those are CITADEL_<SECTION>__<KEY>, \
+                 e.g. CITADEL_HTTP__ADDR); ignored"
+            );
+        }
         citadel_config::load(&overrides, std::env::vars())
     }
 }

@@ -236,6 +236,31 @@ fn bad_configuration_names_the_key() {
     assert!(!ok && stderr.contains("/nonexistent.toml"), "{stderr}");
 }
 
+/// The fleet's hosts set `CITADEL_HOME` and `CITADEL_ENV` for the service user: a `CITADEL_*`
+/// variable that is no key is named in a warning and ignored, while a misspelt key inside a
+/// section still fails, naming it.
+#[test]
+fn a_citadel_variable_that_is_no_key_is_named_and_ignored() {
+    let (ok, _, stderr) = citadel(
+        &["config", "check"],
+        &[
+            ("CITADEL_HOME", "/opt/citadel"),
+            ("CITADEL_ENV", "development"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning: CITADEL_HOME is not a configuration key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CITADEL_ENV is not"), "{stderr}");
+    let (ok, _, stderr) = citadel(
+        &["config", "check"],
+        &[("CITADEL_HTTP__ADRR", "127.0.0.1:1")],
+    );
+    assert!(!ok && stderr.contains("adrr"), "{stderr}");
+}
+
 #[test]
 fn a_missing_model_is_one_clear_line_with_the_fix() {
     let file = temp_config(

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AuthConfig, AuthMode, RoleConfig};
 pub use llm::LlmConfig;
-pub use load::{ConfigError, Overrides, load};
+pub use load::{ConfigError, Overrides, ignored_vars, load};
 pub use realtime::{AguiConfig, WsConfig};
 pub use vectors::{VectorStoreKind, VectorsConfig};
 

@@ -12,8 +12,32 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// Prefix of the environment variables that override keys (`CITADEL_HTTP__ADDR`).
 const ENV_PREFIX: &str = "CITADEL";
-/// Variables with the prefix that select files rather than set keys.
-const NOT_KEYS: &[&str] = &["CITADEL_CONFIG"];
+/// Variables with the prefix that Citadel reads for something other than a key: the file to
+/// load, and the `cache warm` client's server and credential.
+const NOT_KEYS: &[&str] = &["CITADEL_CONFIG", "CITADEL_SERVER", "CITADEL_API_KEY"];
+
+/// Whether a variable sets a configuration key: `CITADEL_<SECTION>__<KEY>` (every key lives in
+/// a section), or `CITADEL_ENV`, the one top-level key. Anything else with the prefix (the
+/// fleet's hosts set `CITADEL_HOME`, for one) is not ours and must not stop the process; a
+/// misspelt key inside a section still fails, naming it.
+fn sets_a_key(name: &str) -> bool {
+    name == "CITADEL_ENV"
+        || name
+            .strip_prefix("CITADEL_")
+            .is_some_and(|rest| rest.contains("__") && !rest.starts_with('_'))
+}
+
+/// The `CITADEL_*` variables that are neither configuration keys nor read by Citadel: the
+/// binary warns about each (a typo such as `CITADEL_HTTP_ADDR` with one underscore lands here).
+pub fn ignored_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let mut ignored: Vec<String> = vars
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("CITADEL_") && !sets_a_key(k) && !NOT_KEYS.contains(&k.as_str()))
+        .collect();
+    ignored.sort();
+    ignored
+}
 
 /// What the command line adds on top of files and variables.
 #[derive(Debug, Clone, Default)]
@@ -73,10 +97,7 @@ pub fn load(
         builder = builder.add_source(File::from(path.clone()).format(FileFormat::Toml));
     }
 
-    let keyed_vars = vars
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("CITADEL_") && !NOT_KEYS.contains(&k.as_str()))
-        .collect();
+    let keyed_vars = vars.into_iter().filter(|(k, _)| sets_a_key(k)).collect();
     builder = builder.add_source(
         Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
@@ -111,4 +132,44 @@ fn set(builder: Builder, key: &str, value: String) -> Result<Builder, ConfigErro
     builder
         .set_override(key, value)
         .map_err(|e| ConfigError::Parse(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), "x".to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_section_keys_and_env_are_keys() {
+        for key in [
+            "CITADEL_ENV",
+            "CITADEL_HTTP__ADDR",
+            "CITADEL_AUTH__ROLES__OPS__RPM",
+        ] {
+            assert!(sets_a_key(key), "{key}");
+        }
+        for other in [
+            "CITADEL_HOME",
+            "CITADEL_HTTP_ADDR",
+            "CITADEL___X",
+            "CITADEL_",
+            "HOME",
+        ] {
+            assert!(!sets_a_key(other), "{other}");
+        }
+        let ignored = ignored_vars(vars(&[
+            "CITADEL_HOME",
+            "CITADEL_CONFIG",
+            "CITADEL_ENV",
+            "CITADEL_HTTP_ADDR",
+            "PATH",
+        ]));
+        assert_eq!(ignored, ["CITADEL_HOME", "CITADEL_HTTP_ADDR"]);
+    }
 }
