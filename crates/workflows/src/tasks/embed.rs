@@ -11,7 +11,6 @@ use std::{path::PathBuf, time::Duration};
 use citadel_proto::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
 use serde_json::{Map, Value as Json, json};
 use tokio::io::AsyncWriteExt;
-use tonic::Code;
 
 use super::MeshTransport;
 
@@ -314,7 +313,12 @@ async fn embed_all(
         let response = client
             .embed(request)
             .await
-            .map_err(|s| task_error(&s, first))?
+            .map_err(|s| {
+                super::mesh_error(
+                    &s,
+                    &format!("EmbeddingService failed on the chunk from input {first}"),
+                )
+            })?
             .into_inner();
         if response.embeddings.len() != chunk.len() {
             return Err(TaskError::retryable(format!(
@@ -359,23 +363,4 @@ async fn embed_all(
     summary.insert("prompt_tokens".into(), json!(tokens));
     summary.insert("cached".into(), json!(cached));
     Ok(summary)
-}
-
-/// The service's answer, as a retry decision: the caller's input is permanent, outages pass.
-fn task_error(status: &tonic::Status, first: usize) -> TaskError {
-    let message = format!(
-        "EmbeddingService failed on the chunk from input {first}: {}: {}",
-        status.code(),
-        status.message()
-    );
-    match status.code() {
-        Code::InvalidArgument
-        | Code::NotFound
-        | Code::FailedPrecondition
-        | Code::OutOfRange
-        | Code::PermissionDenied
-        | Code::Unauthenticated
-        | Code::Unimplemented => TaskError::permanent(message),
-        _ => TaskError::retryable(message),
-    }
 }

@@ -18,7 +18,6 @@ use citadel_proto::v1::{
     Point, UpsertPointsRequest, point, vector_service_client::VectorServiceClient,
 };
 use serde_json::{Map, Value as Json, json};
-use tonic::Code;
 
 use super::{FileRoot, MeshTransport, jsonl};
 use crate::{Task, TaskContext, TaskError};
@@ -101,10 +100,12 @@ impl Task for VectorIngest {
                 points: batch.to_vec(),
             });
             request.set_timeout(CALL_TIMEOUT);
-            client
-                .upsert_points(request)
-                .await
-                .map_err(|s| task_error(&s, done))?;
+            client.upsert_points(request).await.map_err(|s| {
+                super::mesh_error(
+                    &s,
+                    &format!("VectorService failed on the batch from chunk {done}"),
+                )
+            })?;
             calls += 1;
             done += batch.len() as u64;
             ctx.save_checkpoint(&json!({ "points_done": done, "fingerprint": print }))
@@ -266,26 +267,6 @@ pub(crate) fn chunks(text: &str, words: usize, overlap: usize) -> Vec<String> {
             return out;
         }
         start += step;
-    }
-}
-
-/// The service's answer as a retry decision: a bad document or a missing collection stays so;
-/// outages and full queues pass.
-fn task_error(status: &tonic::Status, from: u64) -> TaskError {
-    let message = format!(
-        "VectorService failed on the batch from chunk {from}: {}: {}",
-        status.code(),
-        status.message()
-    );
-    match status.code() {
-        Code::InvalidArgument
-        | Code::NotFound
-        | Code::FailedPrecondition
-        | Code::OutOfRange
-        | Code::PermissionDenied
-        | Code::Unauthenticated
-        | Code::Unimplemented => TaskError::permanent(message),
-        _ => TaskError::retryable(message),
     }
 }
 

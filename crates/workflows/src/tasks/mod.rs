@@ -70,3 +70,21 @@ pub(crate) fn object<'a>(
         .as_object()
         .ok_or_else(|| format!("params of a {kind} workflow must be a JSON object"))
 }
+
+/// A mesh call's failure as a retry decision: what the caller sent (bad input, a missing
+/// model or collection, a refused credential) stays wrong on a retry; outages and full queues
+/// pass. `what` says which call failed on which part of the work.
+pub(crate) fn mesh_error(status: &tonic::Status, what: &str) -> crate::TaskError {
+    use tonic::Code;
+    let message = format!("{what}: {}: {}", status.code(), status.message());
+    match status.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::Unimplemented => crate::TaskError::permanent(message),
+        _ => crate::TaskError::retryable(message),
+    }
+}
