@@ -5,9 +5,11 @@
 #           EmbeddingService.Embed, BENCH_BATCH texts per call (the baseline), then the same
 #           documents ingested as a vector_ingest workflow (BENCH_BATCH chunks per upsert),
 #           from submit to SUCCESS. The cache is off, so neither leg reuses the other's work.
-#   search  BENCH_POINTS random unit vectors stored, then BENCH_QUERIES searches by text:
-#           p50/p99 of the call, of the query's embedding and of the store (the server's
-#           split); then recall@10 of BENCH_RECALL vector searches against exact brute force.
+#   search  BENCH_POINTS unit vectors stored, grouped in 1,000 topics like real embeddings,
+#           then BENCH_QUERIES searches by text: p50/p99 of the call, of the query's embedding
+#           and of the store (the server's split); then recall@10 of BENCH_RECALL vector
+#           searches against exact brute force, and the same on isotropic random vectors
+#           (no neighbourhoods: the worst case for the HNSW graph).
 # Client: citadel-vecbench (crates/standin/src/bin/citadel-vecbench.rs). Everything on
 # loopback; an EXIT trap stops every process.
 # Output: bench/results/vectors-<date>.json and a Markdown table on stdout.
@@ -103,4 +105,8 @@ for part in wall embed store; do
   echo "| $part | $(leg search-text ".$part.p50_us / 1000") | $(leg search-text ".$part.p99_us / 1000") |"
 done
 echo
-echo "recall@10 against exact search: $(leg recall-at-10 .recall) (store p99 $(leg recall-at-10 '.store.p99_us / 1000') ms)"
+echo "| recall@10 against exact search | recall | store p50 ms | store p99 ms |"
+echo "|---|---|---|---|"
+for l in recall-at-10 recall-at-10-isotropic; do
+  echo "| $l | $(leg "$l" .recall) | $(leg "$l" '.store.p50_us / 1000') | $(leg "$l" '.store.p99_us / 1000') |"
+done

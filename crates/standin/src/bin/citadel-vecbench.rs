@@ -5,11 +5,14 @@
 //!   the ingest's batch size) and ingested as a `vector_ingest` workflow (submit to SUCCESS);
 //!   documents per second of each. Run it with the server's cache off, so neither leg is
 //!   served from the other's vectors.
-//! - `search`: POINTS random unit vectors upserted (as vectors: this leg measures the store),
-//!   then QUERIES searches by text, distinct texts so every query embedding is computed: p50 /
-//!   p99 of the whole call, of the embedding and of the store (the server's own split); then
-//!   recall@10 of RECALL vector searches against exact top-10 by brute force over the client's
-//!   copy of the same vectors.
+//! - `search`: POINTS unit vectors upserted (as vectors: this leg measures the store), grouped
+//!   like real embeddings are: 1,000 topics, each point its topic's direction plus as much
+//!   noise again (cosine about 0.7 to the topic, 0.5 within it). Then QUERIES searches by
+//!   text, distinct texts so every query embedding is computed: p50 / p99 of the whole call,
+//!   of the embedding and of the store (the server's own split); then recall@10 of RECALL
+//!   vector searches (noisy points of random topics) against exact top-10 by brute force over
+//!   the client's copy of the same vectors; then the same on a second collection of
+//!   isotropic random vectors, which have no neighbourhoods at all: the worst case for a graph.
 
 use std::time::{Duration, Instant};
 
@@ -222,30 +225,13 @@ async fn search(
             model: MODEL.into(),
         })
         .await?;
-    let stored: Vec<Vec<f32>> = (0..points).map(|i| random_unit(i as u64 + 1)).collect();
-    let started = Instant::now();
-    for (b, chunk) in stored.chunks(1000).enumerate() {
-        let points = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v1::Point {
-                id: format!("v-{}", b * 1000 + i),
-                content: Some(v1::point::Content::Vector(v1::Vector { values: v.clone() })),
-                payload_json: String::new(),
-                chunk: 0,
-            })
-            .collect();
-        client
-            .upsert_points(v1::UpsertPointsRequest {
-                collection: name.into(),
-                points,
-            })
-            .await?;
-    }
-    eprintln!(
-        "{points} vectors upserted in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let topics: Vec<Vec<f32>> = (0..TOPICS)
+        .map(|t| random_unit(50_000_000 + t as u64))
+        .collect();
+    let stored: Vec<Vec<f32>> = (0..points)
+        .map(|i| near(&topics[i % TOPICS], i as u64 + 1))
+        .collect();
+    upsert_all(&mut client, name, &stored).await?;
 
     let (mut wall, mut embed, mut store) = (Vec::new(), Vec::new(), Vec::new());
     for q in 0..queries {
@@ -270,10 +256,98 @@ async fn search(
             "wall": percentiles(&mut wall), "embed": percentiles(&mut embed), "store": percentiles(&mut store)})
     );
 
+    let queries: Vec<Vec<f32>> = (0..recall)
+        .map(|q| near(&topics[(q * 7919) % TOPICS], 10_000_000 + q as u64))
+        .collect();
+    recall_leg(&mut client, name, "recall-at-10", &stored, &queries).await?;
+
+    // The worst case: isotropic random vectors, where the true neighbours are barely closer
+    // than any other point.
+    let iso = "vecbench-isotropic";
+    let _ = client
+        .delete_collection(v1::DeleteCollectionRequest { name: iso.into() })
+        .await;
+    client
+        .create_collection(v1::CreateCollectionRequest {
+            name: iso.into(),
+            model: MODEL.into(),
+        })
+        .await?;
+    let random: Vec<Vec<f32>> = (0..points).map(|i| random_unit(i as u64 + 1)).collect();
+    upsert_all(&mut client, iso, &random).await?;
+    let queries: Vec<Vec<f32>> = (0..recall)
+        .map(|q| random_unit(20_000_000 + q as u64))
+        .collect();
+    recall_leg(
+        &mut client,
+        iso,
+        "recall-at-10-isotropic",
+        &random,
+        &queries,
+    )
+    .await?;
+    for n in [name, iso] {
+        let _ = client
+            .delete_collection(v1::DeleteCollectionRequest { name: n.into() })
+            .await;
+    }
+    Ok(())
+}
+
+const TOPICS: usize = 1_000;
+
+/// A point of `topic`: its direction plus noise of the same length, normalised.
+fn near(topic: &[f32], seed: u64) -> Vec<f32> {
+    let noise = random_unit(seed.wrapping_add(1 << 40));
+    let mut v: Vec<f32> = topic.iter().zip(&noise).map(|(t, n)| t + n).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+async fn upsert_all(
+    client: &mut VectorServiceClient<Channel>,
+    name: &str,
+    stored: &[Vec<f32>],
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for (b, chunk) in stored.chunks(1000).enumerate() {
+        let points = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v1::Point {
+                id: format!("v-{}", b * 1000 + i),
+                content: Some(v1::point::Content::Vector(v1::Vector { values: v.clone() })),
+                payload_json: String::new(),
+                chunk: 0,
+            })
+            .collect();
+        client
+            .upsert_points(v1::UpsertPointsRequest {
+                collection: name.into(),
+                points,
+            })
+            .await?;
+    }
+    eprintln!(
+        "{} vectors upserted into {name} in {:.1} s",
+        stored.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Recall@10 of vector searches for `queries` against exact top-10 over `stored`.
+async fn recall_leg(
+    client: &mut VectorServiceClient<Channel>,
+    name: &str,
+    leg: &str,
+    stored: &[Vec<f32>],
+    queries: &[Vec<f32>],
+) -> anyhow::Result<()> {
     let mut found = 0usize;
     let mut store_vec = Vec::new();
-    for q in 0..recall {
-        let query = random_unit(10_000_000 + q as u64);
+    for query in queries {
         let answer = client
             .search(v1::SearchRequest {
                 collection: name.into(),
@@ -290,7 +364,7 @@ async fn search(
         let mut exact: Vec<(f32, usize)> = stored
             .iter()
             .enumerate()
-            .map(|(i, v)| (v.iter().zip(&query).map(|(a, b)| a * b).sum(), i))
+            .map(|(i, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum(), i))
             .collect();
         exact.sort_by(|a, b| b.0.total_cmp(&a.0));
         let want: std::collections::HashSet<String> =
@@ -303,12 +377,9 @@ async fn search(
     }
     println!(
         "{}",
-        json!({"leg": "recall-at-10", "points": points, "queries": recall,
-            "recall": found as f64 / (recall * 10) as f64, "store": percentiles(&mut store_vec)})
+        json!({"leg": leg, "points": stored.len(), "queries": queries.len(),
+            "recall": found as f64 / (queries.len() * 10) as f64, "store": percentiles(&mut store_vec)})
     );
-    let _ = client
-        .delete_collection(v1::DeleteCollectionRequest { name: name.into() })
-        .await;
     Ok(())
 }
 
