@@ -58,6 +58,10 @@ reap_stale_groups() { # reap_stale_groups PATTERN: stop groups an earlier run le
   : >"$PGID_FILE"
 }
 
+free_port() { # free_port: a TCP port free on loopback now
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 start_citadel_with() { # start_citadel_with CONFIG LOG [GRPC_ADDR]: sets CITADEL (host:port) or returns 1
   local config=$1 out=$2 grpc=${3:-127.0.0.1:0}
   # RUST_LOG would override the config's log level and put a line per request on the hot path.

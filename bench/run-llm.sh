@@ -94,10 +94,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 reap_stale_groups 'citadel-vllm-standin|release/citadel|bin/litellm'
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 # BENCH_STREAMS connections need descriptors: 2 per stream in a gateway (client and upstream
 # side), 1 in the stand-in and the load generator. Every process started below inherits this.
 FDS_WANTED=$((STREAMS * 4 + 4096))

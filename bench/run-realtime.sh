@@ -57,10 +57,6 @@ log "building citadel, the stand-in vLLM and citadel-wsbench (release)"
 "$CARGO" build --release --bin citadel
 "$CARGO" build --release -p citadel-standin --bin citadel-vllm-standin --bin citadel-wsbench
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 start "$WORK/standin.log" "$BIN/citadel-vllm-standin" --addr 127.0.0.1:0 --model standin-llm=4096
 STANDIN=
 for _ in $(seq 1 100); do

@@ -72,10 +72,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 reap_stale_groups 'citadel-standin|release/citadel|bin/litellm'
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 # ---------------------------------------------------------------------------- 1. venv
 ensure_venv() {
   if [[ -x $VENV/bin/litellm && -f $VENV/.bench-pins && "$(cat "$VENV/.bench-pins")" == "$LITELLM_PIN" ]]; then

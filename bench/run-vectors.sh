@@ -53,10 +53,6 @@ log "building citadel and citadel-vecbench (release)"
 "$CARGO" build --release --bin citadel
 "$CARGO" build --release -p citadel-standin --bin citadel-vecbench
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 cat >"$WORK/citadel.toml" <<TOML
 [log]
 level = "warn,citadel::serve=info"

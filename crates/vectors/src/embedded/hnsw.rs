@@ -183,12 +183,13 @@ impl Hnsw {
         let Some(slot) = self.slot_of[from as usize] else {
             return;
         };
-        let base = view.vector(slot).to_vec();
+        // The vector lives in `view`, not in the graph: no copy needed to score against it.
+        let base = view.vector(slot);
         let mut all: Vec<Scored> = links
             .iter()
             .chain(std::iter::once(&to))
             .map(|&n| Scored {
-                score: self.score(view, &base, n),
+                score: self.score(view, base, n),
                 node: n,
             })
             .collect();
