@@ -1,17 +1,23 @@
 //! `citadel`: the Citadel Orchestrator binary.
 //!
 //! `citadel serve` runs the REST edge, the gRPC mesh, the in-process models and a workflow
-//! worker in one process; `citadel worker` runs workflows alone (`worker.rs`); `citadel config
-//! check` validates a configuration without connecting anywhere; `citadel cache
-//! warm` fills a running server's cache (`warm.rs`). This file owns the command line only;
-//! wiring lives in `serve.rs`.
+//! worker in one process; `citadel worker` runs workflows alone (`worker.rs`, its operations
+//! port in `ops.rs`); `citadel config check` validates a configuration without connecting
+//! anywhere; `citadel doctor` checks it and every server it names (`doctor.rs`); `citadel
+//! cache warm` fills a running server's cache (`warm.rs`); `citadel backup`/`restore` copy the
+//! state (`backup.rs`); `citadel workflows purge` (`maintenance.rs`). This file owns the
+//! command line only; wiring lives in `serve.rs`.
 
 #![forbid(unsafe_code)]
 
 mod auth;
+mod backup;
+mod doctor;
 mod keys;
 mod llm;
+mod maintenance;
 mod models;
+mod ops;
 mod process;
 mod serve;
 mod vectors;
@@ -50,6 +56,15 @@ enum Command {
     /// Create, list and revoke API keys (in `database.url`).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Maintain the workflow database.
+    #[command(subcommand)]
+    Workflows(maintenance::WorkflowsCommand),
+    /// Check the configuration, then every server it names, with the fix for each failure.
+    Doctor(doctor::DoctorArgs),
+    /// Copy the workflow database and the embedded vector store into one file, online.
+    Backup(backup::BackupArgs),
+    /// Put a backup in place of the workflow database and the embedded vector store.
+    Restore(backup::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +139,10 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Cache(CacheCommand::Warm(args)) => warm::run(&args),
         Command::Keys(command) => keys::run(command),
+        Command::Doctor(args) => doctor::run(&args),
+        Command::Workflows(command) => maintenance::run(command),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
         Command::Serve(args) => match args.config.load() {
             Ok(config) => serve::run(config),
             Err(e) => fail(&e),

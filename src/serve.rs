@@ -43,6 +43,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         url => url.to_string(),
     };
     let workflows = Workflows::open(&config, &embeddings_url, config.workflows.concurrency).await?;
+    let monitor_every = Duration::from_millis(config.workflows.monitor_interval_ms);
+    let (database, monitor) = workflows.store.monitor(monitor_every);
     let stopping = CancellationToken::new();
     let workflow_api = WorkflowApi::new(workflows.core(&config), stopping.clone());
     let vectors = crate::vectors::build(&config, core.clone())?;
@@ -55,6 +57,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     // The mesh: health says NOT_SERVING until every model has loaded.
     let (health, health_service) = HealthControl::new(&core).await;
+    tokio::spawn(health.clone().follow_workflows(database));
     let grpc_settings = grpc_settings(&config);
     // The REST edge calls the mesh in memory, through the same service stack the gRPC
     // listener serves, unless `grpc.upstream` names a remote mesh.
@@ -140,6 +143,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The worker may have used the whole drain budget: in-flight calls still get a moment.
     grpc.drain(deadline.max(Instant::now() + GRPC_DRAIN_FLOOR))
         .await;
+    monitor.abort();
     core.close();
     llm.close();
     tracing::info!("citadel stopped");
@@ -153,14 +157,17 @@ const STREAMS_GRACE: Duration = Duration::from_secs(2);
 const GRPC_DRAIN_FLOOR: Duration = Duration::from_secs(2);
 
 /// A server task and the switch that starts its graceful shutdown.
-struct Running {
+pub(crate) struct Running {
     name: &'static str,
     task: JoinHandle<anyhow::Result<()>>,
     stop: oneshot::Sender<()>,
 }
 
 impl Running {
-    fn spawn<F>(name: &'static str, serve: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+    pub(crate) fn spawn<F>(
+        name: &'static str,
+        serve: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) -> Running
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
@@ -173,7 +180,7 @@ impl Running {
     }
 
     /// Stops accepting, waits for in-flight requests until `deadline`, then gives up on them.
-    async fn drain(mut self, deadline: Instant) {
+    pub(crate) async fn drain(mut self, deadline: Instant) {
         let _ = self.stop.send(());
         if tokio::time::timeout_at(deadline, &mut self.task)
             .await
@@ -273,7 +280,7 @@ fn start_http(
     }))
 }
 
-fn connection_limits(
+pub(crate) fn connection_limits(
     name: &'static str,
     c: &ConnectionsConfig,
     config: &Config,
@@ -322,7 +329,7 @@ async fn announce_ready(
     }
 }
 
-async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) async fn bind(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {key} = {addr}: is another process using it?"))

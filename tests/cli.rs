@@ -1,8 +1,13 @@
-//! The `citadel` command line: configuration checks and start-up failures.
+//! The `citadel` command line: configuration checks and start-up failures, `doctor`
+//! (`cli/doctor.rs`), `backup` and `restore` (`cli/backup.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "cli/backup.rs"]
+mod backup;
 mod common;
+#[path = "cli/doctor.rs"]
+mod doctor;
 
 use std::{process::Command, time::Duration};
 

@@ -34,6 +34,8 @@ type Client = WorkflowServiceClient<Channel>;
 /// A `citadel worker` process, killed (SIGKILL) and reaped when dropped.
 struct WorkerProc {
     name: String,
+    /// Its operations port: `http://ADDR` (`/metrics`, `/health/...`, gRPC health).
+    ops: String,
     child: Child,
     logs: Arc<Mutex<String>>,
     exited: Option<ExitStatus>,
@@ -72,6 +74,7 @@ impl WorkerProc {
                 config.heartbeat_ms.to_string(),
             ),
             ("CITADEL_WORKFLOWS__POLL_INTERVAL_MS", "100".to_string()),
+            ("CITADEL_WORKFLOWS__MONITOR_INTERVAL_MS", "200".to_string()),
             (
                 "CITADEL_WORKFLOWS__SHUTDOWN_GRACE_MS",
                 config.grace_ms.to_string(),
@@ -83,6 +86,7 @@ impl WorkerProc {
         let (child, logs, lines) = common::spawn(&["worker", "--concurrency", &concurrency], &env);
         let mut worker = WorkerProc {
             name: name.to_string(),
+            ops: String::new(),
             child,
             logs,
             exited: None,
@@ -92,7 +96,14 @@ impl WorkerProc {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match lines.recv_timeout(left) {
-                    Ok(line) if line.contains("citadel worker ready") => break,
+                    Ok(line) if line.contains("citadel worker ready") => {
+                        let ops = line
+                            .split("\"ops_addr\":\"")
+                            .nth(1)
+                            .and_then(|r| r.split('"').next());
+                        worker.ops = format!("http://{}", ops.expect("ops_addr in the ready line"));
+                        break;
+                    }
                     Ok(_) => {}
                     Err(_) => panic!(
                         "worker {name} did not become ready (exit: {:?}):\n{}",
@@ -107,6 +118,15 @@ impl WorkerProc {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `GET` on the operations port: status and body.
+    async fn ops_get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("{}{path}", self.ops))
+            .await
+            .expect("ops port");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
     }
 
     /// The prefix of the worker id this process records: `name-PID-`.
@@ -482,6 +502,24 @@ async fn kill_dash_9_worker_mid_task_then_another_finishes_it_exactly_once() {
         fields[2].starts_with(&b_prefix),
         "row {row}, B is {b_prefix}"
     );
+    // B's reaper took the lease back, and says so on B's own /metrics.
+    let (status, metrics) = b.ops_get("/metrics").await;
+    assert_eq!(status, 200);
+    let expiries = metric(
+        &metrics,
+        "citadel_workflows_lease_expiries_total",
+        &["kind=\"sleep\""],
+    );
+    assert_eq!(expiries, Some(1.0), "{metrics}");
+}
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -934,4 +972,178 @@ async fn sigterm_mid_task(
         logs(server, &[worker])
     );
     (id, took)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observability: the worker's operations port and health that follows the database
+
+async fn health_of(addr: String, service: &'static str) -> String {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(addr) else {
+        return "BAD ADDRESS".into();
+    };
+    let Ok(channel) = channel.connect().await else {
+        return "UNREACHABLE".into();
+    };
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: service.to_string(),
+    };
+    match client.check(request).await {
+        Ok(answer) => answer.into_inner().status().as_str_name().to_string(),
+        Err(status) => format!("{:?}", status.code()),
+    }
+}
+
+/// Polls `probe` until it returns `want` or 20 s pass; returns what it saw last.
+async fn eventually<F, Fut>(want: &str, mut probe: F) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = probe().await;
+        if seen == want || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_process_reports_the_queue_and_the_database_going_down_and_up() {
+    let cluster = pg::PrivateCluster::start().unwrap_or_else(|e| {
+        panic!("this test needs a PostgreSQL server of its own, which it could not start: {e}")
+    });
+    let db = cluster.database();
+    let server = tokio::task::block_in_place(|| {
+        Server::with_env(
+            "",
+            &[
+                ("CITADEL_DATABASE__URL", db.url.as_str()),
+                ("CITADEL_WORKFLOWS__WORKER_ENABLED", "false"),
+                ("CITADEL_WORKFLOWS__MONITOR_INTERVAL_MS", "200"),
+            ],
+        )
+    });
+    let worker = WorkerProc::start("wops", &db.url, &WorkerConfig::default());
+    let mut client = client(&server).await;
+    // Four long sleeps on a worker of four, two more waiting behind them.
+    for _ in 0..6 {
+        submit(
+            &mut client,
+            submit_request("sleep", json!({"ms": 20_000}), 1),
+        )
+        .await;
+    }
+    let w = &worker;
+    let census = move || async move {
+        let (_, text) = w.ops_get("/metrics").await;
+        let depth = |state: &str| {
+            metric(
+                &text,
+                "citadel_workflows_queue_depth",
+                &[&format!("state=\"{state}\""), "kind=\"sleep\""],
+            )
+        };
+        format!("{:?}/{:?}", depth("STARTED"), depth("PENDING"))
+    };
+    assert_eq!(
+        eventually("Some(4.0)/Some(2.0)", census).await,
+        "Some(4.0)/Some(2.0)"
+    );
+    let (_, text) = worker.ops_get("/metrics").await;
+    let age = metric(
+        &text,
+        "citadel_workflows_oldest_pending_age_seconds",
+        &["kind=\"sleep\""],
+    );
+    assert!(age.is_some_and(|a| a >= 0.0), "{text}");
+    assert_eq!(
+        metric(&text, "citadel_workflows_database_up", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("citadel_workflows_running"), "{text}");
+
+    // Health, every way an operator asks.
+    assert_eq!(worker.ops_get("/health/").await.0, 200);
+    assert_eq!(worker.ops_get("/health/ready").await.0, 200);
+    let (status, detailed) = worker.ops_get("/health/detailed").await;
+    let detailed: Value = serde_json::from_str(&detailed).unwrap();
+    assert_eq!(status, 200, "{detailed}");
+    assert_eq!(
+        detailed["components"]["database"]["state"], "up",
+        "{detailed}"
+    );
+    assert_eq!(
+        detailed["components"]["database"]["backend"], "postgres",
+        "{detailed}"
+    );
+    assert_eq!(health_of(worker.ops.clone(), "").await, "SERVING");
+    assert_eq!(
+        health_of(worker.ops.clone(), "citadel.v1.WorkflowService").await,
+        "SERVING"
+    );
+    assert_eq!(
+        health_of(server.grpc.clone(), "citadel.v1.WorkflowService").await,
+        "SERVING"
+    );
+    let (_, body) = common::get_json(&server, "/health/detailed").await;
+    assert_eq!(
+        body["components"]["workflows"]["state"], "SERVING",
+        "{body}"
+    );
+
+    // The database stops: both processes say so, and neither exits.
+    cluster.stop().unwrap();
+    let ops = worker.ops.clone();
+    let seen = eventually("NOT_SERVING", || {
+        health_of(ops.clone(), "citadel.v1.WorkflowService")
+    })
+    .await;
+    assert_eq!(seen, "NOT_SERVING", "{}", logs(&server, &[&worker]));
+    assert_eq!(health_of(worker.ops.clone(), "").await, "NOT_SERVING");
+    let (status, body) = worker.ops_get("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = worker.ops_get("/health/").await;
+    assert_eq!(status, 200, "liveness does not follow the database");
+    let (_, text) = worker.ops_get("/metrics").await;
+    assert_eq!(
+        metric(&text, "citadel_workflows_database_up", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    let grpc = server.grpc.clone();
+    let seen = eventually("NOT_SERVING", || {
+        health_of(grpc.clone(), "citadel.v1.WorkflowService")
+    })
+    .await;
+    assert_eq!(seen, "NOT_SERVING", "{}", logs(&server, &[&worker]));
+    assert_eq!(
+        health_of(server.grpc.clone(), "citadel.v1.EmbeddingService").await,
+        "SERVING"
+    );
+    let (status, body) = common::get_json(&server, "/health/detailed").await;
+    assert_eq!(status, 200, "degraded, still serving embeddings: {body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(
+        body["components"]["workflows"]["state"], "NOT_SERVING",
+        "{body}"
+    );
+
+    // And back.
+    cluster.start_again().unwrap();
+    let seen = eventually("SERVING", || {
+        health_of(ops.clone(), "citadel.v1.WorkflowService")
+    })
+    .await;
+    assert_eq!(seen, "SERVING", "{}", logs(&server, &[&worker]));
+    let seen = eventually("SERVING", || {
+        health_of(grpc.clone(), "citadel.v1.WorkflowService")
+    })
+    .await;
+    assert_eq!(seen, "SERVING", "{}", logs(&server, &[&worker]));
+    assert_eq!(worker.ops_get("/health/ready").await.0, 200);
 }

@@ -94,6 +94,13 @@ pub fn spawn(
     if !env.iter().any(|(k, _)| *k == "CITADEL_DATABASE__URL") {
         command.env("CITADEL_DATABASE__URL", sqlite_url());
     }
+    // A worker's operations port on a free port, so workers of parallel tests never meet.
+    if !env
+        .iter()
+        .any(|(k, _)| *k == "CITADEL_WORKFLOWS__WORKER_ADDR")
+    {
+        command.env("CITADEL_WORKFLOWS__WORKER_ADDR", "127.0.0.1:0");
+    }
     // ...and its own embedded vector store, never the repo's `data/vectors`.
     if !env.iter().any(|(k, _)| *k == "CITADEL_VECTORS__PATH") {
         command.env("CITADEL_VECTORS__PATH", scratch_dir("vectors"));

@@ -436,6 +436,22 @@ pub struct WorkflowsConfig {
     /// `auth.mode = "required"` (create one with `citadel keys create`).
     #[serde(default)]
     pub api_key: Option<String>,
+    /// `citadel worker`'s operations port: `/metrics`, `/health/`, `/health/ready`,
+    /// `/health/detailed` and gRPC health (`""`, `citadel.v1.WorkflowService`).
+    #[serde(default = "default_worker_addr")]
+    pub worker_addr: SocketAddr,
+    /// How often each process counts the queue (the depth and age metrics) and so probes the
+    /// workflow database for health.
+    #[serde(default = "default_monitor_interval_ms")]
+    pub monitor_interval_ms: u64,
+}
+
+fn default_worker_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8001))
+}
+
+fn default_monitor_interval_ms() -> u64 {
+    5_000
 }
 
 impl Config {

@@ -359,6 +359,7 @@ fn workflows_ok(w: &crate::WorkflowsConfig) -> Result<(), ConfigError> {
         );
     }
     positive("workflows.poll_interval_ms", w.poll_interval_ms)?;
+    positive("workflows.monitor_interval_ms", w.monitor_interval_ms)?;
     positive("workflows.max_params_bytes", w.max_params_bytes as u64)?;
     positive(
         "workflows.list_page_max_bytes",

@@ -10,6 +10,8 @@
 //!   when every server of the model has an open breaker (or stopped listing it).
 //! - `citadel.v1.VectorService`: SERVING while the vector store answers (the embedded store's
 //!   directory is there; Qdrant's health check passes), re-checked every few seconds.
+//! - `citadel.v1.WorkflowService`: SERVING while the workflow database answers the queue
+//!   monitor's probe. `citadel worker` publishes it (and `""`) alone: `worker_health`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,7 +28,10 @@ use citadel_proto::v1::{
     completion_service_server::SERVICE_NAME as COMPLETION_SERVICE,
     embedding_service_server::EmbeddingServiceServer,
     vector_service_server::SERVICE_NAME as VECTOR_SERVICE,
+    workflow_service_server::SERVICE_NAME as WORKFLOW_SERVICE,
 };
+use citadel_workflows::DatabaseState;
+use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::EmbeddingApi;
@@ -199,6 +204,25 @@ impl HealthControl {
         }
     }
 
+    /// Publishes `citadel.v1.WorkflowService` from the workflow database's state until
+    /// shutdown.
+    pub async fn follow_workflows(self, mut states: watch::Receiver<DatabaseState>) {
+        loop {
+            let status = database_status(&states.borrow_and_update());
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            self.set(WORKFLOW_SERVICE, status).await;
+            if self.closing.load(Ordering::Acquire) {
+                self.set(WORKFLOW_SERVICE, ServingStatus::NotServing).await;
+                return;
+            }
+            if states.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     fn llm_services(&self) -> Vec<String> {
         let known = self.llm_services.lock().unwrap_or_else(|e| e.into_inner());
         known.iter().cloned().collect()
@@ -221,6 +245,7 @@ impl HealthControl {
         }
         reporter.clear_service_status(COMPLETION_SERVICE).await;
         reporter.clear_service_status(VECTOR_SERVICE).await;
+        reporter.clear_service_status(WORKFLOW_SERVICE).await;
         for service in self.llm_services() {
             reporter.clear_service_status(&service).await;
         }
@@ -234,6 +259,7 @@ impl HealthControl {
         }
         self.set(COMPLETION_SERVICE, status).await;
         self.set(VECTOR_SERVICE, status).await;
+        self.set(WORKFLOW_SERVICE, status).await;
         for service in self.llm_services() {
             self.set(&service, status).await;
         }
@@ -256,4 +282,39 @@ fn llm_service(model: &str) -> String {
 /// The health service name of one model: `citadel.v1.EmbeddingService/<model>`.
 fn model_service(model: &str) -> String {
     format!("{}/{model}", service_name())
+}
+
+fn database_status(state: &DatabaseState) -> ServingStatus {
+    match state.reachable {
+        true => ServingStatus::Serving,
+        false => ServingStatus::NotServing,
+    }
+}
+
+/// gRPC health for `citadel worker`: `""` and `citadel.v1.WorkflowService` follow the workflow
+/// database (a worker that cannot reach it can do nothing) until `states`' sender is dropped or
+/// `stopping` is cancelled, then read NOT_SERVING.
+pub fn worker_health(
+    mut states: watch::Receiver<DatabaseState>,
+    stopping: tokio_util::sync::CancellationToken,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        loop {
+            let status = database_status(&states.borrow_and_update());
+            for name in [OVERALL, WORKFLOW_SERVICE] {
+                reporter.set_service_status(name, status).await;
+            }
+            tokio::select! {
+                changed = states.changed() => if changed.is_err() { break },
+                () = stopping.cancelled() => break,
+            }
+        }
+        for name in [OVERALL, WORKFLOW_SERVICE] {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+    });
+    service
 }

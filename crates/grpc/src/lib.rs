@@ -29,7 +29,7 @@ mod workflow_convert;
 pub use auth::{AuthorizeLayer, rate_values};
 pub use completion::CompletionApi;
 pub use embedding::EmbeddingApi;
-pub use health::HealthControl;
+pub use health::{HealthControl, worker_health};
 pub use server::{Cores, GrpcSettings, ServerError, service};
 pub use vector::VectorApi;
 pub use workflow::WorkflowApi;

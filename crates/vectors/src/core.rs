@@ -482,7 +482,7 @@ fn check_dimensions(what: &str, got: usize, spec: &CollectionSpec) -> Result<(),
 
 /// 1 to 64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit: safe as a
 /// directory name and as a Qdrant collection name.
-fn check_name(name: &str) -> Result<(), VectorError> {
+pub(crate) fn check_name(name: &str) -> Result<(), VectorError> {
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()

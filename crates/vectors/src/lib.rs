@@ -22,7 +22,7 @@ pub use core::{
     CHUNK_KEY, Content, DOCUMENT_KEY, DeleteSelector, Hit, PointInput, Query, SearchInput,
     SearchOutput, TEXT_KEY, VectorLimits, Vectors, point_id,
 };
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, snapshot as embedded_snapshot};
 pub use error::VectorError;
 pub use filter::{Filter, FilterError};
 pub use qdrant::QdrantStore;

@@ -16,6 +16,7 @@
 mod events;
 mod metrics;
 mod model;
+mod monitor;
 mod service;
 mod store;
 mod task;
@@ -24,11 +25,12 @@ mod worker;
 
 pub use events::{EventHub, WorkflowEvent};
 pub use model::{ListFilter, NewWorkflow, Page, RetryPolicy, State, Workflow};
+pub use monitor::DatabaseState;
 pub use service::{
     ListRequest, SubmitLimits, SubmitRequest, Viewer, Watch, WatchItem, WatchRequest,
     WorkflowError, Workflows,
 };
-pub use store::{CancelOutcome, QueueDepth, Store, StoreError};
+pub use store::{CancelOutcome, QueueDepth, Store, StoreError, backup};
 pub use task::{Registry, Task, TaskContext, TaskError};
 pub use worker::{Worker, WorkerSettings};
 

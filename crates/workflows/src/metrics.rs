@@ -1,12 +1,13 @@
-//! Workflow metrics: submits, attempts by outcome, how long work waits to start and runs, and
-//! what runs now. `citadel worker` processes have no /metrics of their own yet; their attempts
-//! count where `serve`'s in-process worker runs (see ARCHITECTURE.md).
+//! Workflow metrics: submits, attempts by outcome, how long work waits to start and runs, what
+//! runs now, lease expiries, and the queue monitor's census (depth by state and kind, the
+//! oldest due workflow's age, whether the database answers). Every process records its own:
+//! `citadel serve` on its `/metrics`, `citadel worker` on its operations port.
 
 use std::sync::OnceLock;
 
 use opentelemetry::{
     KeyValue, global,
-    metrics::{Counter, Histogram, UpDownCounter},
+    metrics::{Counter, Gauge, Histogram, UpDownCounter},
 };
 
 pub(crate) struct WorkflowMetrics {
@@ -15,6 +16,10 @@ pub(crate) struct WorkflowMetrics {
     queue_wait: Histogram<f64>,
     duration: Histogram<f64>,
     running: UpDownCounter<i64>,
+    lease_expiries: Counter<u64>,
+    queue_depth: Gauge<u64>,
+    oldest_pending_age: Gauge<f64>,
+    database_up: Gauge<u64>,
 }
 
 const SECONDS: &[f64] = &[
@@ -53,6 +58,28 @@ pub(crate) fn metrics() -> &'static WorkflowMetrics {
                 .i64_up_down_counter("citadel.workflows.running")
                 .with_description("Attempts running in this process")
                 .build(),
+            lease_expiries: meter
+                .u64_counter("citadel.workflows.lease_expiries")
+                .with_description(
+                    "Attempts taken back because their worker stopped heartbeating, by kind",
+                )
+                .build(),
+            queue_depth: meter
+                .u64_gauge("citadel.workflows.queue_depth")
+                .with_description(
+                    "Unfinished workflows by state (PENDING, STARTED, RETRY) and kind, in the \
+                     shared database: every process reports the same count",
+                )
+                .build(),
+            oldest_pending_age: meter
+                .f64_gauge("citadel.workflows.oldest_pending_age")
+                .with_unit("s")
+                .with_description("How long the oldest due PENDING or RETRY workflow has waited, by kind")
+                .build(),
+            database_up: meter
+                .u64_gauge("citadel.workflows.database_up")
+                .with_description("1 when this process's last probe of the workflow database succeeded")
+                .build(),
         }
     })
 }
@@ -81,5 +108,32 @@ impl WorkflowMetrics {
             .record(ran.as_secs_f64(), std::slice::from_ref(&kind));
         self.attempts
             .add(1, &[kind, KeyValue::new("outcome", outcome)]);
+    }
+
+    pub(crate) fn lease_expired(&self, kind: &str) {
+        self.lease_expiries
+            .add(1, &[KeyValue::new("kind", kind.to_string())]);
+    }
+
+    pub(crate) fn lease_expiries_seen(&self, kind: &str) {
+        self.lease_expiries
+            .add(0, &[KeyValue::new("kind", kind.to_string())]);
+    }
+
+    pub(crate) fn queue_depth(&self, state: &str, kind: &str, count: u64) {
+        let attrs = [
+            KeyValue::new("state", state.to_string()),
+            KeyValue::new("kind", kind.to_string()),
+        ];
+        self.queue_depth.record(count, &attrs);
+    }
+
+    pub(crate) fn oldest_pending_age(&self, kind: &str, seconds: f64) {
+        self.oldest_pending_age
+            .record(seconds, &[KeyValue::new("kind", kind.to_string())]);
+    }
+
+    pub(crate) fn database_up(&self, up: bool) {
+        self.database_up.record(u64::from(up), &[]);
     }
 }

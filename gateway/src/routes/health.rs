@@ -15,6 +15,7 @@ use crate::{error::ApiError, mesh_client::Mesh, openai::ModelObject};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const EMBEDDING_SERVICE: &str = v1::embedding_service_server::SERVICE_NAME;
 const VECTOR_SERVICE: &str = v1::vector_service_server::SERVICE_NAME;
+const WORKFLOW_SERVICE: &str = v1::workflow_service_server::SERVICE_NAME;
 
 /// The process is up and answering. Says nothing about the models: that is readiness.
 pub async fn live() -> Json<Value> {
@@ -67,8 +68,12 @@ pub(crate) async fn report(state: &Mesh) -> (bool, Value) {
     // embeddings.
     let vectors = grpc_health(state, VECTOR_SERVICE).await;
     let vectors_degraded = vectors != ServingStatus::Serving.as_str_name();
+    // So is the workflow database: embeddings and completions go on without it.
+    let workflows = grpc_health(state, WORKFLOW_SERVICE).await;
+    let workflows_degraded = workflows != ServingStatus::Serving.as_str_name();
     let degraded = degraded
         || llm_degraded
+        || workflows_degraded
         || limits_degraded
         || vectors_degraded
         || cache["l2"]["state"] == "degraded";
@@ -90,6 +95,7 @@ pub(crate) async fn report(state: &Mesh) -> (bool, Value) {
             "cache": cache,
             "llm": llm,
             "vectors": {"service": VECTOR_SERVICE, "state": vectors},
+            "workflows": {"service": WORKFLOW_SERVICE, "state": workflows},
             "auth": {
                 "mode": if state.policy.is_off() { "off" } else { "required" },
                 "rate_limits": limits,

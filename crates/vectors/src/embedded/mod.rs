@@ -22,6 +22,7 @@ mod hnsw;
 mod log;
 mod points;
 mod scan;
+pub mod snapshot;
 
 use std::{
     collections::HashMap,

@@ -3,6 +3,7 @@
 //! workers do (claim, heartbeat, progress, finish, release, reap, purge).
 
 mod api;
+pub mod backup;
 pub(crate) mod entity;
 pub(crate) mod migration;
 mod queue;

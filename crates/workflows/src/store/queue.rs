@@ -69,6 +69,9 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// SQLite's outbox keeps events this long for slow readers.
+const KEEP_EVENTS: Duration = Duration::from_secs(600);
+
 impl Store {
     /// Takes up to `limit` due workflows of `kinds` for `worker`, highest priority and oldest
     /// first. On PostgreSQL, `SKIP LOCKED` lets many workers claim side by side without waiting
@@ -262,18 +265,24 @@ impl Store {
                expires_us = CASE WHEN {ends} THEN $2 ELSE NULL END, \
                run_at_us = $1, lease_expires_us = NULL, updated_us = $1, version = version + 1 \
              WHERE id IN (SELECT id FROM workflows \
-               WHERE state = 'STARTED' AND lease_expires_us < $1 LIMIT 100 {lock})"
+               WHERE state = 'STARTED' AND lease_expires_us < $1 LIMIT 100 {lock}) \
+             RETURNING kind"
         );
         let stmt = self.statement(&sql, vec![now.into(), self.expiry(now).into()]);
-        let reaped = self.db.execute_raw(stmt).await?.rows_affected();
-        if reaped > 0 {
+        let rows = self.db.query_all_raw(stmt).await?;
+        for row in &rows {
+            let kind: String = row.try_get("", "kind")?;
+            crate::metrics::metrics().lease_expired(&kind);
+        }
+        if !rows.is_empty() {
             self.wrote();
         }
-        Ok(reaped)
+        Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
     }
 
     /// Deletes finished workflows past their expiry (and, on SQLite, old outbox events).
-    pub(crate) async fn purge_expired(&self, keep_events: Duration) -> Result<u64, StoreError> {
+    /// Workers do it every few minutes; `citadel workflows purge` on demand.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let now = now_us();
         let stmt = self.statement(
             "DELETE FROM workflows WHERE expires_us < $1",
@@ -281,7 +290,7 @@ impl Store {
         );
         let purged = self.db.execute_raw(stmt).await?.rows_affected();
         if self.backend() == DbBackend::Sqlite {
-            let cutoff = now.saturating_sub(micros(keep_events));
+            let cutoff = now.saturating_sub(micros(KEEP_EVENTS));
             let stmt = self.statement(
                 "DELETE FROM workflow_events WHERE at_us < $1",
                 vec![cutoff.into()],

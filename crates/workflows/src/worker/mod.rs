@@ -84,16 +84,20 @@ pub struct Worker {
 const MAX_REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// Expired results are looked for this often at most (sooner when results live shorter).
 const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(60);
-/// SQLite's outbox keeps events this long for slow readers.
-const KEEP_EVENTS: Duration = Duration::from_secs(600);
 
 impl Worker {
     pub fn new(store: Store, hub: EventHub, registry: Registry, settings: WorkerSettings) -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let id = format!("{}-{}-{}", settings.name, std::process::id(), &suffix[..8]);
+        let kinds = registry.kinds();
+        // Every kind's lease-expiry count exists from the start, at 0: a first expiry is then
+        // an increase Prometheus sees, not a new series.
+        for kind in &kinds {
+            crate::metrics::metrics().lease_expiries_seen(kind);
+        }
         let shared = Shared {
             store,
-            kinds: registry.kinds(),
+            kinds,
             registry,
             settings,
             id,
@@ -380,7 +384,7 @@ async fn janitor(store: Store, lease: Duration) {
         }
         if last_purge.is_none_or(|t| t.elapsed() >= purge_every) {
             last_purge = Some(Instant::now());
-            match store.purge_expired(KEEP_EVENTS).await {
+            match store.purge_expired().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "deleted expired workflows"),
                 Err(e) => tracing::warn!(error = %e, "cannot delete expired workflows"),
