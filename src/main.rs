@@ -12,6 +12,7 @@
 
 mod auth;
 mod backup;
+mod cache_stats;
 mod doctor;
 mod keys;
 mod llm;
@@ -71,6 +72,8 @@ enum Command {
 enum CacheCommand {
     /// Embed every text of FILE through a running server's gRPC API, so its cache holds them.
     Warm(warm::WarmArgs),
+    /// Print a running server's cache statistics (mode, hit rate, each level).
+    Stats(cache_stats::StatsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Cache(CacheCommand::Warm(args)) => warm::run(&args),
+        Command::Cache(CacheCommand::Stats(args)) => cache_stats::run(&args),
         Command::Keys(command) => keys::run(command),
         Command::Doctor(args) => doctor::run(&args),
         Command::Workflows(command) => maintenance::run(command),

@@ -148,7 +148,7 @@ fn read_texts(file: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Connects eagerly, so a wrong address fails before any batch with the fix spelled out.
-async fn connect(server: &str) -> anyhow::Result<EmbeddingServiceClient<Channel>> {
+pub(crate) async fn connect(server: &str) -> anyhow::Result<EmbeddingServiceClient<Channel>> {
     // `host:port` is what the server logs as `grpc_addr`; accept it as typed.
     let url = if server.contains("://") {
         server.to_string()

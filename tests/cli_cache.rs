@@ -75,6 +75,20 @@ fn warms_every_line_of_a_text_file() {
     let (ok, stdout, stderr) = warm(file, &server.grpc, &[], "");
     assert!(ok, "{stderr}");
     assert!(stdout.contains("(200 already cached)"), "{stdout}");
+
+    // `cache stats` reads the same counters: 200 misses, then 200 hits, 200 entries.
+    let (ok, stdout, stderr) = citadel(&["cache", "stats", "--server", &server.grpc, "--json"], "");
+    assert!(ok, "{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(stats["l1"]["entries"], 200, "{stats}");
+    assert_eq!(stats["l1"]["hits"], 200, "{stats}");
+    assert_eq!(stats["hit_rate"], 0.5, "{stats}");
+    let (ok, stdout, stderr) = citadel(&["cache", "stats", "--server", &server.grpc], "");
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("hit rate 50.0 %") && stdout.contains("entries 200"),
+        "{stdout}"
+    );
 }
 
 #[test]
