@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm bench-realtime bench-vectors lint
+.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm bench-realtime bench-vectors lint check-deploy
 run:
 	scripts/run.sh
 test:
@@ -24,3 +24,5 @@ bench-vectors:
 	bench/run-vectors.sh
 lint:
 	cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
+check-deploy:
+	scripts/check-deploy.sh

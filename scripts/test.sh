@@ -18,6 +18,8 @@ echo "==> node clients and chromium (AG-UI and browser tests)"
 scripts/setup-js.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> deploy checks (systemd, promtool, kubernetes schemas, grafana)"
+scripts/check-deploy.sh
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
