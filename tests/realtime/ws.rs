@@ -408,9 +408,18 @@ async fn a_consumer_too_slow_for_the_feed_is_told_it_lagged_and_gets_a_fresh_sna
     let reader = tokio::spawn(async move {
         let mut finished = std::collections::HashSet::new();
         while finished.len() < n {
-            let event = next_of(&mut keeping_up, "workflow").await;
-            if event["workflow"]["state"] == "SUCCESS" {
-                finished.insert(event["workflow"]["id"].as_str().unwrap().to_string());
+            let event = next_json(&mut keeping_up).await;
+            match event["type"].as_str() {
+                Some("workflow") if event["workflow"]["state"] == "SUCCESS" => {
+                    finished.insert(event["workflow"]["id"].as_str().unwrap().to_string());
+                }
+                // A reader starved of CPU on a loaded 2-core machine may fall behind too; it
+                // is then told so like any other, which is not what this test is about.
+                Some("lagged") => {
+                    eprintln!("the reading consumer lagged as well (a loaded machine): {event}");
+                    return;
+                }
+                _ => {}
             }
         }
     });
