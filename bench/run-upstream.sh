@@ -7,7 +7,9 @@
 #                 loopback gRPC channel (grpc.upstream set to its own port), to show that hop;
 #                 with auth required, as leg citadel-jwt (a Clerk-style RS256 session token,
 #                 networkless PEM key) and leg citadel-key (an API key from `citadel keys`
-#                 with requests- and tokens-per-minute limits counted in Redis)
+#                 with requests- and tokens-per-minute limits counted in Redis); and as leg
+#                 citadel-traced, every request traced (100 % sampled) and exported over
+#                 OTLP/gRPC to a counting stand-in collector (`citadel-otlp-sink`)
 #   (c) litellm   loadgen -> LiteLLM proxy (1 worker, then 2 workers) -> stand-in
 # with the same load for each (`citadel-loadgen`, crates/standin/src/bin/citadel-loadgen.rs):
 #   closed  saturation: BENCH_CONCURRENCY keep-alive connections, one request in flight each
@@ -28,7 +30,7 @@
 # client's queue more than 10 ms at the median).
 # Environment: BENCH_DURATION (s, 10), BENCH_WARMUP (s, 2), BENCH_CONCURRENCY (32),
 # BENCH_CONNECTIONS (16), BENCH_SCENARIOS ("1:500,100 16:50,20"), BENCH_LITELLM_WORKERS ("1 2"),
-# BENCH_MESH_LEGS ("in-process loopback jwt key": the Citadel legs; jwt and key need openssl,
+# BENCH_MESH_LEGS ("in-process loopback jwt key traced": the Citadel legs; jwt and key need openssl,
 # and key a Redis on BENCH_REDIS_URL, redis://127.0.0.1:6379),
 # BENCH_NICE (-10: priority of the servers and the loadgen, as root), BENCH_READY_TIMEOUT (s, 120),
 # BENCH_PYTHON (the python3 that creates the venv), CARGO.
@@ -46,7 +48,7 @@ WARMUP=${BENCH_WARMUP:-2}
 CONCURRENCY=${BENCH_CONCURRENCY:-32}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 SCENARIOS=${BENCH_SCENARIOS:-"1:500,100 16:50,20"}
-MESH_LEGS=${BENCH_MESH_LEGS:-"in-process loopback jwt key"}
+MESH_LEGS=${BENCH_MESH_LEGS:-"in-process loopback jwt key traced"}
 REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 LITELLM_WORKERS=${BENCH_LITELLM_WORKERS:-"1 2"}
 READY_TIMEOUT=${BENCH_READY_TIMEOUT:-120}
@@ -90,7 +92,8 @@ ensure_venv() {
   "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$LITELLM_PIN"
   printf '%s\n' "$LITELLM_PIN" >"$VENV/.bench-pins"
 }
-ensure_venv
+# Only the LiteLLM legs need it.
+[[ -n $LITELLM_WORKERS ]] && ensure_venv
 
 # ---------------------------------------------------------------------------- 2. build
 log "building the stand-in and the load generator"
@@ -131,6 +134,18 @@ for _ in $(seq 1 100); do
 done
 [[ -n $STANDIN ]] || die "the stand-in did not start: $(cat "$WORK/standin.log")"
 log "stand-in on http://$STANDIN (pid $STANDIN_PGID)"
+OTLP=
+if [[ " $MESH_LEGS " == *" traced "* ]]; then
+  start "$WORK/otlp-sink.log" "$BIN/citadel-otlp-sink" --addr 127.0.0.1:0
+  OTLP_PGID=$STARTED
+  for _ in $(seq 1 100); do
+    OTLP=$(sed -n 's/^otlp sink listening on //p' "$WORK/otlp-sink.log")
+    [[ -n $OTLP ]] && break
+    sleep 0.1
+  done
+  [[ -n $OTLP ]] || die "the OTLP sink did not start: $(cat "$WORK/otlp-sink.log")"
+  log "OTLP sink on http://$OTLP (pid $OTLP_PGID)"
+fi
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before the run: $LOADAVG_START (other work on these 2 cores skews every figure)"
 
@@ -184,6 +199,10 @@ key_prefix = "citadel-bench-$$"
 url = "sqlite://$PWD/$WORK/citadel-$mesh.db?mode=rwc"
 EOF
   case $mesh in
+    traced)
+      # Every request traced (sample_ratio 1.0) and exported to a counting OTLP collector.
+      printf '\n[telemetry]\notlp_endpoint = "http://%s"\nsample_ratio = 1.0\n' "$OTLP" >>"$WORK/citadel.toml"
+      ;;
     jwt)
       AUTH="Bearer $(make_jwt)"
       cat >>"$WORK/citadel.toml" <<EOF
@@ -327,7 +346,7 @@ for mesh in $MESH_LEGS; do
   leg=citadel port=
   case $mesh in
     loopback) leg=citadel-loopback port=$(free_port) ;;
-    jwt | key) leg=citadel-$mesh ;;
+    jwt | key | traced) leg=citadel-$mesh ;;
   esac
   if ((CITADEL_BUILT)) && start_citadel "$mesh" $port; then
     log "(b) $leg on http://$CITADEL"
@@ -362,6 +381,11 @@ for w in $LITELLM_WORKERS; do
 done
 stop_group "$STANDIN_PGID"
 forget_group "$STANDIN_PGID"
+if [[ -n $OTLP ]]; then
+  log "OTLP sink: $(tail -n1 "$WORK/otlp-sink.log")"
+  stop_group "$OTLP_PGID"
+  forget_group "$OTLP_PGID"
+fi
 
 # ---------------------------------------------------------------------------- 5. report
 OUT=$RESULTS_DIR/upstream-$(date -u +%Y-%m-%d).json
@@ -407,10 +431,10 @@ for n in sorted({r["inputs"] for r in runs}):
                                 "upstream_calls_per_request": r["upstream_calls_per_request"]}
         fatal += r["errors"]
         md.append(f"| {leg} | {r['rps']:,.0f} | {vs:.3f}x | {r['errors']} |" if vs is not None else f"| {leg} | {r['rps']:,.0f} | - | {r['errors']} |")
-    for auth in ("citadel-jwt", "citadel-key"):
+    for auth in ("citadel-jwt", "citadel-key", "citadel-traced"):
         if auth in rps and rps.get("citadel"):
             s.setdefault("auth_cost", {})[auth] = {"rps_vs_auth_off": round(rps[auth] / rps["citadel"], 4)}
-            md.append(f"\n{auth} / citadel (auth off) saturation: **{rps[auth] / rps['citadel']:.3f}x**")
+            md.append(f"\n{auth} / citadel (no auth, no traces) saturation: **{rps[auth] / rps['citadel']:.3f}x**")
     if "citadel" in rps and best and rps[best]:
         s["citadel_over_litellm_rps"] = round(rps["citadel"] / rps[best], 1)
         md.append(f"\nCitadel / LiteLLM ({best}, the better LiteLLM): **{s['citadel_over_litellm_rps']}x**")
@@ -440,7 +464,7 @@ for n in sorted({r["inputs"] for r in runs}):
             md.append(f"| {leg}{note} | {row['p50']:.3f} | {row['p90']:.3f} | {row['p99']:.3f} | "
                       f"{row['service_p50']:.3f} | {row['service_p99']:.3f} | {added} | {r['errors']} |")
         s["rates"][test] = rows
-        for auth in ("citadel-jwt", "citadel-key"):
+        for auth in ("citadel-jwt", "citadel-key", "citadel-traced"):
             if auth in rows and "citadel" in rows:
                 cost = s.setdefault("auth_cost", {}).setdefault(auth, {})
                 cost[f"added_p50_ms_vs_auth_off@{rate:g}"] = round(rows[auth]["p50"] - rows["citadel"]["p50"], 3)

@@ -1,5 +1,6 @@
 //! `citadel doctor`: checks the configuration, then every server it names (the workflow
-//! database, Redis, each embedding endpoint, each LLM server, Qdrant, Clerk's JWKS), each with
+//! database, Redis, each embedding endpoint, each LLM server, Qdrant, the OTLP collector,
+//! Clerk's JWKS), each with
 //! a one-line verdict and, for a failure, the fix. The checks run at once, each bounded by
 //! `--timeout-ms`, so a black-holed address costs the timeout, not a hang. `--offline` stops
 //! after the configuration. A check tells "down" (nothing answers) from "wrong" (something
@@ -141,6 +142,10 @@ async fn check_all(config: &Config, timeout: Duration) -> Vec<Verdict> {
     }
     if let (VectorStoreKind::Qdrant, Some(q)) = (config.vectors.store, &config.qdrant) {
         checks.push(("qdrant".into(), Box::pin(qdrant(q.clone(), timeout))));
+    }
+    if !config.telemetry.otlp_endpoint.is_empty() {
+        let check = otlp(config.telemetry.otlp_endpoint.clone());
+        checks.push(("otlp collector".into(), Box::pin(check)));
     }
     if !config.auth.jwks_url.is_empty() {
         let check = jwks(http.clone(), config.auth.jwks_url.clone());
@@ -327,6 +332,22 @@ async fn qdrant(q: citadel_config::QdrantConfig, timeout: Duration) -> Verdict {
             "",
             health.detail,
             "start Qdrant, or point qdrant.url at its gRPC port (6334, not the REST 6333)",
+        ),
+    }
+}
+
+/// The collector's gRPC port accepts connections (an export would add a span to it).
+async fn otlp(url: String) -> Verdict {
+    let hostport = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .trim_end_matches('/');
+    match TcpStream::connect(hostport).await {
+        Ok(_) => Verdict::ok("", format!("{hostport}: accepts connections")),
+        Err(e) => Verdict::fail(
+            "",
+            format!("{hostport}: {e}"),
+            "start the collector, or correct telemetry.otlp_endpoint (OTLP/gRPC, port 4317)",
         ),
     }
 }

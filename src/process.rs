@@ -1,21 +1,18 @@
-//! What the long-running commands (`serve`, `worker`) share: logging as configured, a
-//! multi-threaded runtime, and one way to report a fatal error (log line and stderr).
+//! What the long-running commands (`serve`, `worker`) share: logging (and traces) as
+//! configured, a multi-threaded runtime, and one way to report a fatal error (log line and
+//! stderr).
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
-use citadel_config::LogConfig;
+use citadel_config::Config;
+use citadel_telemetry::TraceSettings;
 
 /// Runs `main` to completion on a fresh runtime; `name` says who failed.
 pub fn run_logged(
-    log: &LogConfig,
+    config: &Config,
     name: &str,
     main: impl Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
-    let json = log.format == citadel_config::LogFormat::Json;
-    if let Err(e) = citadel_telemetry::init_logging(json, &log.level) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,7 +23,33 @@ pub fn run_logged(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main) {
+    let log = &config.log;
+    let json = log.format == citadel_config::LogFormat::Json;
+    let t = &config.telemetry;
+    let traces = (!t.otlp_endpoint.is_empty()).then(|| TraceSettings {
+        endpoint: t.otlp_endpoint.clone(),
+        sample_ratio: t.sample_ratio,
+        service_name: t.service_name.clone(),
+        export_delay: Duration::from_millis(t.export_delay_ms),
+    });
+    // The exporter's gRPC channel belongs to this runtime.
+    let entered = runtime.enter();
+    let mut traces = match citadel_telemetry::init_logging(json, &log.level, traces.as_ref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    drop(entered);
+    if citadel_telemetry::trace::enabled() {
+        // Upstream servers (Ollama, vLLM) get the trace too.
+        citadel_routing::set_header_injector(citadel_telemetry::trace::inject_headers);
+    }
+    let result = runtime.block_on(main);
+    // While the runtime still runs: the last spans go out through its channel.
+    traces.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "{name} failed");

@@ -18,8 +18,8 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use crate::workflows::Workflows;
 
 pub fn run(config: Config) -> ExitCode {
-    let log = config.log.clone();
-    crate::process::run_logged(&log, "citadel", serve(config))
+    let settings = config.clone();
+    crate::process::run_logged(&settings, "citadel", serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

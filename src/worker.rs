@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{serve::loopback_url, workflows::Workflows};
 
 pub fn run(config: Config, concurrency: Option<usize>) -> ExitCode {
-    let log = config.log.clone();
-    crate::process::run_logged(&log, "citadel worker", work(config, concurrency))
+    let settings = config.clone();
+    crate::process::run_logged(&settings, "citadel worker", work(config, concurrency))
 }
 
 async fn work(config: Config, concurrency: Option<usize>) -> anyhow::Result<()> {

@@ -130,6 +130,18 @@ fn bad_configuration_names_the_key() {
         ),
         ("[grpc]\nupstream = \"localhost:50051\"\n", "grpc.upstream"),
         (
+            "[telemetry]\notlp_endpoint = \"collector:4317\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\nsample_ratio = 1.5\n",
+            "telemetry.sample_ratio",
+        ),
+        (
+            "[workflows]\nmonitor_interval_ms = 0\n",
+            "workflows.monitor_interval_ms",
+        ),
+        (
             "[[llm.servers]]\nurl = \"http://127.0.0.1:1\"\n",
             "llm.servers[0].name",
         ),

@@ -1,8 +1,11 @@
-//! The rest of the REST edge: models, health, metrics, request ids, CORS, slow clients, drain.
+//! The rest of the REST edge: models, health, metrics, request ids, CORS, slow clients, drain;
+//! traces across the mesh (`rest_ops/traces.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "rest_ops/traces.rs"]
+mod traces;
 
 use std::{
     io::{Read, Write},

@@ -109,6 +109,15 @@ impl Mesh {
         if let Some(credential) = &self.credential {
             metadata.insert(AUTHORIZATION, credential.clone());
         }
+        // The REST request's trace continues in the mesh (a no-op with tracing off).
+        citadel_telemetry::trace::inject(|key, value| {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::AsciiMetadataKey::from_bytes(key.as_bytes()),
+                AsciiMetadataValue::try_from(value),
+            ) {
+                metadata.insert(key, value);
+            }
+        });
         request
     }
 

@@ -40,7 +40,8 @@ async fn doctor_tells_up_down_and_wrong_apart_with_the_fix() {
     );
     toml += &format!(
         "[cache]\nredis_url = \"{wrong_redis}\"\n\n[[llm.servers]]\nname = \"llm-up\"\nurl = \"{}\"\n\n\
-         [[llm.servers]]\nname = \"llm-down\"\nurl = \"{dead}\"\n\n[[llm.servers]]\nname = \"llm-silent\"\nurl = \"{silent}\"\n",
+         [[llm.servers]]\nname = \"llm-down\"\nurl = \"{dead}\"\n\n[[llm.servers]]\nname = \"llm-silent\"\nurl = \"{silent}\"\n\n\
+         [telemetry]\notlp_endpoint = \"{dead}\"\n",
         llm.url()
     );
     let file = temp_config("doctor", &toml);
@@ -81,7 +82,12 @@ async fn doctor_tells_up_down_and_wrong_apart_with_the_fix() {
         silent.starts_with("FAIL") && silent.contains("700 ms"),
         "a server that never answers costs the timeout: {silent}"
     );
-    assert!(stderr.contains("4 of 7 dependencies failed"), "{stderr}");
+    let otlp = line(&stdout, "otlp collector");
+    assert!(
+        otlp.starts_with("FAIL") && otlp.contains("telemetry.otlp_endpoint"),
+        "{otlp}"
+    );
+    assert!(stderr.contains("5 of 8 dependencies failed"), "{stderr}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::{
     },
     time::Duration,
 };
+use tracing::Instrument;
 
 use bb8_redis::RedisConnectionManager;
 use citadel_embeddings::{CacheKey, CacheLevelStatus, CachedEmbedding};
@@ -103,7 +104,8 @@ impl RedisLevel {
         };
         // A big batch moves megabytes: give it time in proportion (2048 keys: +41 ms).
         let limit = self.timeout + Duration::from_micros(20 * keys.len() as u64);
-        let error = match tokio::time::timeout(limit, work).await {
+        let span = citadel_telemetry::trace_span!("cache.l2.mget", keys = keys.len());
+        let error = match tokio::time::timeout(limit, work).instrument(span).await {
             Ok(Ok(values)) if values.len() == keys.len() => return self.found(&values, dims),
             Ok(Ok(_)) => "MGET answered the wrong number of values".to_string(),
             Ok(Err(e)) => e,
@@ -132,7 +134,9 @@ impl RedisLevel {
             return;
         }
         let level = self.clone();
-        tokio::spawn(async move {
+        // Off the request path, but still part of its trace.
+        let span = citadel_telemetry::trace_span!("cache.l2.set", keys = entries.len());
+        let write = async move {
             let mut pipe = redis::pipe();
             let mut bytes = 0u64;
             for (key, vector) in &entries {
@@ -157,7 +161,8 @@ impl RedisLevel {
                 Ok(Err(e)) => level.failed("set", &e),
                 Err(_) => level.failed("set", "no answer to the write pipeline"),
             }
-        });
+        };
+        tokio::spawn(write.instrument(span));
     }
 
     /// Counts the failure, degrades the level, and starts reconnecting (once).

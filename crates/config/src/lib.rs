@@ -37,6 +37,8 @@ pub struct Config {
     pub grpc: GrpcConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     pub embeddings: EmbeddingsConfig,
     pub onnx: OnnxConfig,
     /// Embedding models by canonical name.
@@ -155,6 +157,31 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter directive; `RUST_LOG` overrides it.
     pub level: String,
+}
+
+/// Traces: off unless `otlp_endpoint` names a collector.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://collector:4317`; empty: no traces, at no cost.
+    pub otlp_endpoint: String,
+    /// Share of new traces kept, 0.0 to 1.0; a caller's `traceparent` decision is followed.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Longest a finished span waits before it is sent.
+    pub export_delay_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            service_name: "citadel".into(),
+            export_delay_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -23,6 +23,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), ConfigError> {
     if !cfg.grpc.upstream.is_empty() {
         http_url("grpc.upstream", &cfg.grpc.upstream)?;
     }
+    telemetry_ok(&cfg.telemetry)?;
     for origin in &cfg.http.cors_allowed_origins {
         if origin != "*" {
             http_url("http.cors_allowed_origins", origin)?;
@@ -483,4 +484,20 @@ fn vectors_ok(cfg: &Config) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+fn telemetry_ok(t: &crate::TelemetryConfig) -> Result<(), ConfigError> {
+    if !t.otlp_endpoint.is_empty() {
+        http_url("telemetry.otlp_endpoint", &t.otlp_endpoint)?;
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        return invalid(
+            "telemetry.sample_ratio",
+            "must be between 0.0 (keep no new trace) and 1.0 (keep every one)",
+        );
+    }
+    if t.service_name.trim().is_empty() {
+        return invalid("telemetry.service_name", "must not be empty");
+    }
+    positive("telemetry.export_delay_ms", t.export_delay_ms)
 }

@@ -5,6 +5,7 @@ use std::{
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+use tracing::Instrument;
 
 use tokio::{
     sync::Semaphore,
@@ -162,7 +163,12 @@ impl EmbeddingCore {
             }
         };
         let model = entry.backend.info().name.clone();
-        let mut result = self.embed_with(entry, &params, started).await;
+        let span =
+            citadel_telemetry::trace_span!("embed", model = %model, inputs = params.inputs.len());
+        let mut result = self
+            .embed_with(entry, &params, started)
+            .instrument(span)
+            .await;
         if let (Err(EmbedError::Unavailable { reason, .. }), Some(fallback)) =
             (&result, self.fallback_of(entry))
         {
@@ -259,7 +265,8 @@ impl EmbeddingCore {
             truncate: params.truncate,
             deadline: params.deadline,
         };
-        let output = entry.backend.embed(request).await?;
+        let span = citadel_telemetry::trace_span!("model.run", backend = info.backend, inputs = n);
+        let output = entry.backend.embed(request).instrument(span).await?;
         if output.vectors.len() != n
             || output
                 .vectors

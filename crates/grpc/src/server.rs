@@ -145,7 +145,11 @@ impl<B> MakeSpan<B> for RequestSpan {
             .filter(|v| citadel_proto::metadata::acceptable_request_id(v.as_bytes()))
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("grpc", request_id = %request_id, method = %request.uri().path())
+        let span = tracing::info_span!("grpc", request_id = %request_id,
+            method = %request.uri().path(), trace_id = tracing::field::Empty);
+        // The caller's W3C trace (the REST edge's, or a direct gRPC caller's).
+        citadel_telemetry::trace::adopt_parent(&span, request.headers());
+        span
     }
 }
 

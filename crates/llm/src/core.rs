@@ -4,6 +4,7 @@
 //! the caller. Streams are committed at their first chunk (`stream.rs`).
 
 use std::{sync::Arc, time::Duration};
+use tracing::Instrument;
 
 use bytes::Bytes;
 use citadel_proto::v1::{
@@ -92,7 +93,12 @@ impl LlmCore {
         deadline: Option<Instant>,
     ) -> Result<F::Response, LlmError> {
         let started = Instant::now();
-        let result = self.unary_inner::<F>(&request, started, deadline).await;
+        let span =
+            citadel_telemetry::trace_span!("llm", kind = F::KIND, model = %F::model(&request));
+        let result = self
+            .unary_inner::<F>(&request, started, deadline)
+            .instrument(span)
+            .await;
         let outcome = result.as_ref().map_or_else(LlmError::outcome, |_| "ok");
         let label = self.label(F::model(&request));
         self.metrics.request(&label, F::KIND, false, outcome);
@@ -162,7 +168,13 @@ impl LlmCore {
         deadline: Option<Instant>,
     ) -> Result<CompletionStream<F::Chunk>, LlmError> {
         let started = Instant::now();
-        let result = self.open_stream::<F>(&request, started, deadline).await;
+        // Until the first chunk commits the stream: routing, the upstream's head, fallbacks.
+        let span = citadel_telemetry::trace_span!("llm.open_stream", kind = F::KIND,
+            model = %F::model(&request));
+        let result = self
+            .open_stream::<F>(&request, started, deadline)
+            .instrument(span)
+            .await;
         if let Err(error) = &result {
             // A committed stream records its own outcome when it ends.
             let label = self.label(F::model(&request));

@@ -134,9 +134,15 @@ impl Endpoint {
         &self.base
     }
 
-    /// A request to `url` on this endpoint's client, with its key.
+    /// A request to `url` on this endpoint's client, with its key and (traces on) the
+    /// current trace's headers.
     pub fn request(&self, method: reqwest::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
-        let request = self.client.request(method, url);
+        let mut request = self.client.request(method, url);
+        if let Some(inject) = HEADER_INJECTOR.get() {
+            let mut headers = reqwest::header::HeaderMap::new();
+            inject(&mut headers);
+            request = request.headers(headers);
+        }
         match &self.api_key {
             Some(key) => request.bearer_auth(key),
             None => request,
@@ -244,4 +250,15 @@ fn without_credentials(url: &str) -> String {
         }
         Err(_) => url.to_string(),
     }
+}
+
+/// Adds the caller's trace context to every upstream request. Set once by the binary when
+/// traces are on: this crate knows no tracing backend.
+static HEADER_INJECTOR: std::sync::OnceLock<fn(&mut reqwest::header::HeaderMap)> =
+    std::sync::OnceLock::new();
+
+/// Installs the function that writes trace headers (`traceparent`, `tracestate`) into each
+/// upstream request. The first call wins.
+pub fn set_header_injector(inject: fn(&mut reqwest::header::HeaderMap)) {
+    let _ = HEADER_INJECTOR.set(inject);
 }

@@ -31,7 +31,7 @@ mod settings;
 
 pub use attempt::{AttemptError, UpstreamError};
 pub use clients::ClientPool;
-pub use endpoint::{Endpoint, Response};
+pub use endpoint::{Endpoint, Response, set_header_injector};
 pub use error::RouteError;
 pub use health::{BreakerState, EndpointView, ModelState};
 pub use probe::Probe;

@@ -5,6 +5,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tracing::Instrument;
 
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
@@ -211,7 +212,13 @@ impl Router {
             endpoint: endpoint.clone(),
             limit,
         };
-        let result = match tokio::time::timeout(limit, call(attempt)).await {
+        // Traces only (the target the logs leave out); a no-op span with traces off.
+        let span = tracing::info_span!(target: "citadel::trace", "upstream.attempt",
+            route, endpoint = %endpoint.name());
+        let result = match tokio::time::timeout(limit, call(attempt))
+            .instrument(span)
+            .await
+        {
             Ok(result) => result,
             Err(_) => Err(AttemptError::Timeout(limit)),
         };

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod llm;
+pub mod otlp;
 pub mod qdrant;
 mod server;
 mod wire;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use llm::{LlmBehaviour, LlmModelSpec, LlmStandIn, LlmStandInConfig, LlmStats};
+pub use otlp::{CollectedSpan, OtlpStandIn};
 pub use qdrant::{QdrantControl, QdrantStandIn};
 pub use wire::vector;
 
@@ -63,6 +65,9 @@ pub struct Stats {
     pub inputs: u64,
     /// The most inputs one request carried.
     pub largest_batch: u64,
+    /// The last embedding request's W3C `traceparent` header, if it had one.
+    #[serde(default)]
+    pub last_traceparent: Option<String>,
 }
 
 /// Models and their vector sizes.
@@ -85,9 +90,16 @@ pub(crate) struct Counters {
     requests: AtomicU64,
     inputs: AtomicU64,
     largest: AtomicU64,
+    last_traceparent: Mutex<Option<String>>,
 }
 
 impl Counters {
+    pub(crate) fn traced(&self, traceparent: Option<&str>) {
+        if let Ok(mut last) = self.last_traceparent.lock() {
+            *last = traceparent.map(str::to_string);
+        }
+    }
+
     pub(crate) fn record(&self, inputs: usize) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.inputs.fetch_add(inputs as u64, Ordering::Relaxed);
@@ -99,6 +111,7 @@ impl Counters {
             requests: self.requests.load(Ordering::Relaxed),
             inputs: self.inputs.load(Ordering::Relaxed),
             largest_batch: self.largest.load(Ordering::Relaxed),
+            last_traceparent: self.last_traceparent.lock().ok().and_then(|t| t.clone()),
         }
     }
 }

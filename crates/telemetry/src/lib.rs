@@ -1,18 +1,27 @@
-//! Logs and metrics for every citadel component.
+//! Logs, metrics and traces for every citadel component.
 //!
 //! This crate owns the process-wide tracing subscriber (JSON lines by default, carrying the
-//! current span's fields such as `request_id`) and the OpenTelemetry meter provider whose
-//! Prometheus exporter backs `GET /metrics`. Components record through the `opentelemetry` API
-//! (`global::meter`) and `tracing` macros only; they must not reach into this crate's types.
-//! It must not decide what is measured, only how it is exported.
+//! current span's fields such as `request_id` and `trace_id`), the OpenTelemetry meter provider
+//! whose Prometheus exporter backs `GET /metrics`, and the OTLP trace exporter with W3C
+//! context propagation (`trace.rs`). Components record through the `opentelemetry` API
+//! (`global::meter`), `tracing` macros and `trace_span!`; they must not reach into this crate's
+//! types. It must not decide what is measured, only how it is exported.
 
 #![forbid(unsafe_code)]
+
+pub mod trace;
 
 use std::sync::Arc;
 
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing::{Level, Metadata};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, filter::filter_fn, fmt, layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
+
+pub use trace::{TraceGuard, TraceSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -20,27 +29,67 @@ pub enum TelemetryError {
     Filter(String, String),
     #[error("could not install the log subscriber: {0}")]
     Subscriber(String),
-    #[error("could not build the Prometheus exporter: {0}")]
+    #[error("could not build the exporter: {0}")]
     Exporter(String),
 }
 
-/// Installs the global log subscriber. `RUST_LOG`, when set, replaces `level`.
-pub fn init_logging(json: bool, level: &str) -> Result<(), TelemetryError> {
+/// Installs the global log subscriber, and the trace exporter when `traces` is given (call it
+/// inside a Tokio runtime then). `RUST_LOG`, when set, replaces `level`.
+pub fn init_logging(
+    json: bool,
+    level: &str,
+    traces: Option<&TraceSettings>,
+) -> Result<TraceGuard, TelemetryError> {
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
     let filter = EnvFilter::try_new(&directive)
         .map_err(|e| TelemetryError::Filter(directive.clone(), e.to_string()))?;
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        let layer = fmt::layer()
+    // The inner steps' spans are for traces only: the log lines keep the request's span.
+    let not_inner = filter_fn(|meta: &Metadata<'_>| meta.target() != trace::TARGET);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_target(true);
-        registry.with(layer).try_init()
+            .with_target(true)
+            .with_filter(not_inner)
+            .with_filter(filter)
+            .boxed()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        fmt::layer()
+            .with_target(false)
+            .with_filter(not_inner)
+            .with_filter(filter)
+            .boxed()
     };
-    result.map_err(|e| TelemetryError::Subscriber(e.to_string()))
+    let (traces_layer, provider) = match traces {
+        Some(settings) => {
+            let provider = trace::provider(settings)?;
+            // Spans at INFO and above, and warnings and errors as span events; not every
+            // log line.
+            let wanted = filter_fn(|meta: &Metadata<'_>| match meta.is_span() {
+                true => *meta.level() <= Level::INFO,
+                false => *meta.level() <= Level::WARN,
+            });
+            // What each span records is kept to its name, fields and times: busy/idle
+            // tracking reads the clock at every poll, and code locations and thread names
+            // add attributes to every span.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(trace::tracer(&provider))
+                .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_threads(false)
+                .with_filter(wanted)
+                .boxed();
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces_layer)
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    Ok(TraceGuard::new(provider))
 }
 
 /// Renders the Prometheus text exposition of every metric recorded so far.

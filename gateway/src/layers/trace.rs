@@ -1,5 +1,6 @@
-//! One span per HTTP request carrying its `x-request-id`, so every log line written while
-//! serving it (here and, through gRPC metadata, in the mesh) can be joined.
+//! One span per HTTP request carrying its `x-request-id` (and, with traces on, its
+//! `trace_id`, a child of the caller's `traceparent`), so every log line written while serving
+//! it (here and, through gRPC metadata, in the mesh) can be joined.
 
 use axum::extract::Request;
 use citadel_proto::metadata::REQUEST_ID;
@@ -22,7 +23,11 @@ impl<B> MakeSpan<B> for RequestSpan {
         let path = request.uri().path();
         // Paths are bounded at the edge (8 KB), but a log line needs far less.
         let path = path.get(..MAX_LOGGED_PATH).unwrap_or(path);
-        tracing::info_span!("http", request_id = %id, method = %request.method(), path = %path)
+        let span = tracing::info_span!("http", request_id = %id, method = %request.method(),
+            path = %path, trace_id = tracing::field::Empty);
+        // The caller's W3C trace, when it sent one and traces are on.
+        citadel_telemetry::trace::adopt_parent(&span, request.headers());
+        span
     }
 }
 

@@ -111,6 +111,9 @@ pub struct LlmStats {
     pub last_abort_after_last_write_ms: Option<u64>,
     /// The last completion request's JSON body, as received.
     pub last_request: Option<serde_json::Value>,
+    /// The last completion request's W3C `traceparent` header, if it had one.
+    #[serde(default)]
+    pub last_traceparent: Option<String>,
 }
 
 /// Shared by every connection of one stand-in.

@@ -68,6 +68,13 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn handle(request: Request<Incoming>, shared: Arc<Shared>) -> Answer {
     let (parts, body) = request.into_parts();
+    if matches!(parts.uri.path(), "/v1/chat/completions" | "/v1/completions") {
+        let traceparent = parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        shared.counters.traced(traceparent);
+    }
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Err(Reset),

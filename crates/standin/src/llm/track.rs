@@ -25,6 +25,8 @@ pub(crate) struct Counters {
     last_abort_ms: AtomicU64,
     /// Kept as bytes; parsed only when someone asks for stats.
     last_request: Mutex<Option<Bytes>>,
+    /// The last completion request's `traceparent` header.
+    last_traceparent: Mutex<Option<String>>,
     /// In-flight requests per model, in `config.models` order (for `/metrics`).
     running: Vec<AtomicU64>,
     /// Source of response ids and tool-call ids.
@@ -44,6 +46,7 @@ impl Counters {
             in_flight: AtomicU64::new(0),
             last_abort_ms: AtomicU64::new(NONE),
             last_request: Mutex::new(None),
+            last_traceparent: Mutex::new(None),
             running: (0..models).map(|_| AtomicU64::new(0)).collect(),
             ids: AtomicU64::new(0),
             tool_calls: AtomicU64::new(0),
@@ -55,6 +58,12 @@ impl Counters {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut last) = self.last_request.lock() {
             *last = Some(body.clone());
+        }
+    }
+
+    pub(crate) fn traced(&self, traceparent: Option<&str>) {
+        if let Ok(mut last) = self.last_traceparent.lock() {
+            *last = traceparent.map(str::to_string);
         }
     }
 
@@ -92,6 +101,7 @@ impl Counters {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             last_abort_after_last_write_ms: (last_abort != NONE).then_some(last_abort),
             last_request,
+            last_traceparent: self.last_traceparent.lock().ok().and_then(|t| t.clone()),
         }
     }
 }

@@ -9,6 +9,7 @@ mod submit;
 mod watch;
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use tokio::sync::OnceCell;
 
@@ -136,13 +137,15 @@ impl Workflows {
         };
         task.validate(&new.params)
             .map_err(|m| WorkflowError::invalid("params", m))?;
-        Ok(self.store.submit(&new).await?)
+        let span = citadel_telemetry::trace_span!("db.insert", kind = %new.kind);
+        Ok(self.store.submit(&new).instrument(span).await?)
     }
 
     /// The workflow, if the viewer may see it: another principal's answers NOT_FOUND, exactly
     /// as one that does not exist.
     pub async fn get(&self, viewer: &Viewer, id: &str) -> Result<Workflow, WorkflowError> {
-        let workflow = self.store.get(id).await?;
+        let span = citadel_telemetry::trace_span!("db.select");
+        let workflow = self.store.get(id).instrument(span).await?;
         match viewer.may_see(&workflow) {
             true => Ok(workflow),
             false => Err(StoreError::NotFound(id.to_string()).into()),
