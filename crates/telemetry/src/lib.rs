@@ -17,8 +17,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 use tracing::{Level, Metadata};
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry, filter::filter_fn, fmt, layer::SubscriberExt,
-    util::SubscriberInitExt,
+    EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
 pub use trace::{TraceGuard, TraceSettings};
@@ -41,55 +40,59 @@ pub fn init_logging(
     traces: Option<&TraceSettings>,
 ) -> Result<TraceGuard, TelemetryError> {
     let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    let filter = EnvFilter::try_new(&directive)
-        .map_err(|e| TelemetryError::Filter(directive.clone(), e.to_string()))?;
-    // The inner steps' spans are for traces only: the log lines keep the request's span.
-    let not_inner = filter_fn(|meta: &Metadata<'_>| meta.target() != trace::TARGET);
-    let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
-        fmt::layer()
+    // The inner steps' spans are for traces only: the log lines keep the request's span. A
+    // directive, not a filter function: the filter stays static, so a callsite it turns off
+    // costs one check, never a call per event.
+    let logs_filter = || {
+        EnvFilter::try_new(format!("{directive},{}=off", trace::TARGET))
+            .map_err(|e| TelemetryError::Filter(directive.clone(), e.to_string()))
+    };
+    let Some(settings) = traces else {
+        // Traces off: the one global filter, exactly as without tracing support.
+        return tracing_subscriber::registry()
+            .with(logs_filter()?)
+            .with(log_layer(json))
+            .try_init()
+            .map(|()| TraceGuard::new(None))
+            .map_err(|e| TelemetryError::Subscriber(e.to_string()));
+    };
+    let provider = trace::provider(settings)?;
+    // Spans at INFO and above, and warnings and errors as span events; not every log line.
+    let wanted = filter_fn(|meta: &Metadata<'_>| match meta.is_span() {
+        true => *meta.level() <= Level::INFO,
+        false => *meta.level() <= Level::WARN,
+    });
+    // What each span records is kept to its name, fields and times: busy/idle tracking reads
+    // the clock at every poll, and code locations and thread names add attributes to every
+    // span.
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(trace::tracer(&provider))
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_filter(wanted);
+    tracing_subscriber::registry()
+        .with(log_layer(json).with_filter(logs_filter()?))
+        .with(spans)
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    Ok(TraceGuard::new(Some(provider)))
+}
+
+/// JSON lines (the current span's fields on each) or plain text.
+fn log_layer<S>(json: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match json {
+        true => fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .with_target(true)
-            .with_filter(not_inner)
-            .with_filter(filter)
-            .boxed()
-    } else {
-        fmt::layer()
-            .with_target(false)
-            .with_filter(not_inner)
-            .with_filter(filter)
-            .boxed()
-    };
-    let (traces_layer, provider) = match traces {
-        Some(settings) => {
-            let provider = trace::provider(settings)?;
-            // Spans at INFO and above, and warnings and errors as span events; not every
-            // log line.
-            let wanted = filter_fn(|meta: &Metadata<'_>| match meta.is_span() {
-                true => *meta.level() <= Level::INFO,
-                false => *meta.level() <= Level::WARN,
-            });
-            // What each span records is kept to its name, fields and times: busy/idle
-            // tracking reads the clock at every poll, and code locations and thread names
-            // add attributes to every span.
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(trace::tracer(&provider))
-                .with_tracked_inactivity(false)
-                .with_location(false)
-                .with_threads(false)
-                .with_filter(wanted)
-                .boxed();
-            (Some(layer), Some(provider))
-        }
-        None => (None, None),
-    };
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces_layer)
-        .try_init()
-        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
-    Ok(TraceGuard::new(provider))
+            .boxed(),
+        false => fmt::layer().with_target(false).boxed(),
+    }
 }
 
 /// Renders the Prometheus text exposition of every metric recorded so far.
