@@ -38,16 +38,18 @@ pub fn run(args: &StatsArgs) -> ExitCode {
     }
 }
 
-async fn stats(args: &StatsArgs) -> anyhow::Result<String> {
-    let mut client = crate::warm::connect(&args.server).await?;
-    let mut request = Request::new(GetCacheStatusRequest {});
-    if let Some(value) = args
-        .api_key
-        .as_ref()
-        .and_then(|key| format!("Bearer {key}").parse().ok())
-    {
+/// `message` as a request carrying `api_key` as its bearer credential, when there is one.
+pub(crate) fn with_key<T>(message: T, api_key: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(value) = api_key.and_then(|key| format!("Bearer {key}").parse().ok()) {
         request.metadata_mut().insert("authorization", value);
     }
+    request
+}
+
+async fn stats(args: &StatsArgs) -> anyhow::Result<String> {
+    let mut client = crate::warm::connect(&args.server).await?;
+    let request = with_key(GetCacheStatusRequest {}, args.api_key.as_deref());
     let status = client
         .get_cache_status(request)
         .await

@@ -5,13 +5,15 @@
 //! port in `ops.rs`); `citadel config check` validates a configuration without connecting
 //! anywhere; `citadel doctor` checks it and every server it names (`doctor.rs`); `citadel
 //! cache warm` fills a running server's cache (`warm.rs`); `citadel backup`/`restore` copy the
-//! state (`backup.rs`); `citadel workflows purge` (`maintenance.rs`). This file owns the
+//! state (`backup.rs`); `citadel workflows purge` (`maintenance.rs`); `citadel cache stats` and
+//! `cache flush` (`cache_stats.rs`, `cache_flush.rs`). This file owns the
 //! command line only; wiring lives in `serve.rs`.
 
 #![forbid(unsafe_code)]
 
 mod auth;
 mod backup;
+mod cache_flush;
 mod cache_stats;
 mod doctor;
 mod keys;
@@ -74,6 +76,8 @@ enum CacheCommand {
     Warm(warm::WarmArgs),
     /// Print a running server's cache statistics (mode, hit rate, each level).
     Stats(cache_stats::StatsArgs),
+    /// Drop one model's cached vectors from a running server's memory and the shared Redis.
+    Flush(cache_flush::FlushArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Cache(CacheCommand::Warm(args)) => warm::run(&args),
         Command::Cache(CacheCommand::Stats(args)) => cache_stats::run(&args),
+        Command::Cache(CacheCommand::Flush(args)) => cache_flush::run(&args),
         Command::Keys(command) => keys::run(command),
         Command::Doctor(args) => doctor::run(&args),
         Command::Workflows(command) => maintenance::run(command),

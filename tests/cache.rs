@@ -489,3 +489,119 @@ async fn a_new_model_revision_never_reads_the_old_vectors() {
     assert_eq!(post(&after, body(&inputs), None).await.1, 0);
     assert_eq!(up.stats().inputs, 10);
 }
+
+/// Runs the real `citadel` binary; returns (success, stdout, stderr).
+fn citadel(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_citadel"))
+        .args(args)
+        .env_remove("CITADEL_SERVER")
+        .env_remove("CITADEL_API_KEY")
+        .output()
+        .expect("run citadel");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (
+        output.status.success(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_drops_one_models_vectors_from_memory_and_redis() {
+    let up = standin().await;
+    let namespace = prefix();
+    // Two models on one upstream: the flush must tell their keys apart.
+    let models = format!(
+        "{}{}",
+        model_section("remote", "ollama", &[(&up.url(), 1)], ""),
+        model_section("other", "ollama", &[(&up.url(), 1)], "")
+    );
+    let server = serve(
+        &format!("{models}{}", cache_section(REDIS, &namespace, "")),
+        0,
+        3,
+    );
+    let all = texts(30);
+    let other = |inputs: &[String]| json!({"model": "other", "input": inputs});
+    assert_eq!(post(&server, body(&all), None).await.0, 200);
+    assert_eq!(post(&server, other(&all[..10]), None).await.0, 200);
+    // L2 writes are off the request path.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while keys(6379, &namespace).len() < 40 {
+        assert!(Instant::now() < deadline, "the writes never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (ok, stdout, stderr) = citadel(&[
+        "cache",
+        "flush",
+        "--model",
+        "remote",
+        "--server",
+        &server.grpc,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("flushed `remote`") && stdout.contains("30 Redis keys deleted"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("keys deleted so far"), "progress: {stderr}");
+    assert_eq!(
+        keys(6379, &namespace).len(),
+        10,
+        "only the other model's keys stay"
+    );
+
+    // Memory too: every input of the flushed model is computed again, the other is served.
+    let computed = up.stats().inputs;
+    let (status, hits, _) = post(&server, body(&all), None).await;
+    assert_eq!((status, hits), (200, 0));
+    assert_eq!(up.stats().inputs, computed + 30);
+    let (status, hits, _) = post(&server, other(&all[..10]), None).await;
+    assert_eq!((status, hits), (200, 10));
+
+    // A second flush finds nothing left in Redis; an unknown model is named.
+    let (ok, stdout, _) = citadel(&[
+        "cache",
+        "flush",
+        "--model",
+        "other",
+        "--server",
+        &server.grpc,
+    ]);
+    assert!(ok && stdout.contains("10 Redis keys deleted"), "{stdout}");
+    let (ok, _, stderr) = citadel(&[
+        "cache",
+        "flush",
+        "--model",
+        "nope",
+        "--server",
+        &server.grpc,
+    ]);
+    assert!(!ok && stderr.contains("`nope` does not exist"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_with_redis_down_fails_and_says_so() {
+    let up = standin().await;
+    let dead = dead_url().replace("http://", "redis://");
+    let server = server(&up, &cache_section(&dead, &prefix(), ""));
+    let (ok, _, stderr) = citadel(&[
+        "cache",
+        "flush",
+        "--model",
+        "remote",
+        "--server",
+        &server.grpc,
+    ]);
+    assert!(!ok, "a flush that reached no Redis looked done");
+    assert!(
+        stderr.contains("unavailable")
+            && stderr.contains("is Redis up at cache.redis_url")
+            && stderr.contains("run it again"),
+        "{stderr}"
+    );
+    let off = self::server(&up, &cache_section(REDIS, &prefix(), "mode = \"off\""));
+    let (ok, _, stderr) = citadel(&["cache", "flush", "--model", "remote", "--server", &off.grpc]);
+    assert!(!ok && stderr.contains("no embedding cache"), "{stderr}");
+}

@@ -343,6 +343,15 @@ async fn every_rpc_needs_credentials() {
                 .await
                 .err(),
         ),
+        (
+            "FlushCache",
+            embeddings
+                .flush_cache(v1::FlushCacheRequest {
+                    model: "all-minilm".into(),
+                })
+                .await
+                .err(),
+        ),
         ("Chat", completions.chat(chat.clone()).await.err()),
         ("ChatStream", completions.chat_stream(chat).await.err()),
         (
@@ -412,6 +421,39 @@ async fn every_rpc_needs_credentials() {
         }))
         .await
         .expect("health is open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_cache_managers_flush_the_cache() {
+    use citadel_proto::v1::{self, embedding_service_client::EmbeddingServiceClient};
+    let database = common::sqlite_url();
+    let member = crate::keys::create(&database, &["--name", "m", "--role", "member"]);
+    let admin = crate::keys::create(&database, &["--name", "a", "--role", "admin"]);
+    let server = common::Server::with_env(
+        crate::keys::KEYS_ONLY,
+        &[("CITADEL_DATABASE__URL", database.as_str())],
+    );
+    let mut embeddings = EmbeddingServiceClient::new(channel(&server).await);
+    let flush = || v1::FlushCacheRequest {
+        model: common::MODEL.into(),
+    };
+    let denied = embeddings
+        .flush_cache(authed(flush(), &member))
+        .await
+        .expect_err("a member flushed the cache");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("cache:manage"), "{denied:?}");
+    let mut stream = embeddings
+        .flush_cache(authed(flush(), &admin))
+        .await
+        .expect("an admin flushes")
+        .into_inner();
+    let mut last = None;
+    while let Some(progress) = stream.message().await.expect("progress") {
+        last = Some(progress);
+    }
+    let last = last.expect("a last message");
+    assert!(last.done && last.model == common::MODEL, "{last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,10 +22,12 @@ pub enum Permission {
     /// Every principal's workflows, not only one's own.
     WorkflowsAll,
     KeysManage,
+    /// Maintenance of the embedding cache (a flush).
+    CacheManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::ModelsRead,
         Permission::HealthRead,
         Permission::MetricsRead,
@@ -39,6 +41,7 @@ impl Permission {
         Permission::VectorsWrite,
         Permission::WorkflowsAll,
         Permission::KeysManage,
+        Permission::CacheManage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Permission {
             Permission::VectorsWrite => "vectors:write",
             Permission::WorkflowsAll => "workflows:all",
             Permission::KeysManage => "keys:manage",
+            Permission::CacheManage => "cache:manage",
         }
     }
 

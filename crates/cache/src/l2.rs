@@ -14,7 +14,7 @@ use std::{
 use tracing::Instrument;
 
 use bb8_redis::RedisConnectionManager;
-use citadel_embeddings::{CacheKey, CacheLevelStatus, CachedEmbedding};
+use citadel_embeddings::{CacheKey, CacheLevelStatus, CachedEmbedding, FlushProgress, ModelTag};
 
 use crate::{codec, metrics::CacheMetrics};
 
@@ -22,6 +22,8 @@ use crate::{codec, metrics::CacheMetrics};
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 /// Writes are off the request path: they may take longer than lookups.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys a flush asks `SCAN` to look at per round: small enough that Redis never blocks long.
+const FLUSH_SCAN_COUNT: u64 = 1000;
 
 type Pool = bb8::Pool<RedisConnectionManager>;
 
@@ -72,15 +74,57 @@ impl RedisLevel {
     }
 
     fn redis_key(&self, key: &CacheKey) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(self.prefix.len() + 64);
         out.push_str(&self.prefix);
-        // On the hot path (every key of every batch): no allocation per byte.
-        for b in key {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
+        push_hex(&mut out, key);
         out
+    }
+
+    /// Deletes every key of one model: `SCAN MATCH` its prefix, then `UNLINK` each round's
+    /// keys (freed off Redis's main thread). Runs whether or not requests see the level as
+    /// degraded, so an operator gets Redis's own error rather than a skipped flush.
+    pub(crate) async fn flush(
+        &self,
+        tag: ModelTag,
+        progress: &(dyn Fn(FlushProgress) + Send + Sync),
+    ) -> Result<FlushProgress, String> {
+        let mut pattern = glob_escape(&self.prefix);
+        push_hex(&mut pattern, &tag);
+        pattern.push('*');
+        let pool = self.pool();
+        let limit = WRITE_TIMEOUT.max(self.timeout);
+        let mut conn = tokio::time::timeout(limit, pool.get())
+            .await
+            .map_err(|_| format!("no connection within {}ms", limit.as_millis()))?
+            .map_err(|e| format!("no connection ({e}): is Redis up at cache.redis_url?"))?;
+        let (mut cursor, mut done) = (0u64, FlushProgress::default());
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(FLUSH_SCAN_COUNT);
+            let scan = scan.query_async::<(u64, Vec<String>)>(&mut *conn);
+            let (next, keys) = tokio::time::timeout(limit, scan)
+                .await
+                .map_err(|_| format!("SCAN: no answer within {}ms", limit.as_millis()))?
+                .map_err(|e| format!("SCAN: {e}"))?;
+            if !keys.is_empty() {
+                let mut unlink = redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                let unlink = unlink.query_async::<u64>(&mut *conn);
+                done.deleted += tokio::time::timeout(limit, unlink)
+                    .await
+                    .map_err(|_| format!("UNLINK: no answer within {}ms", limit.as_millis()))?
+                    .map_err(|e| format!("UNLINK: {e}"))?;
+                progress(done);
+            }
+            if next == 0 {
+                return Ok(done);
+            }
+            cursor = next;
+        }
     }
 
     /// One answer per key; all `None` while degraded or when Redis fails within the timeout.
@@ -223,6 +267,28 @@ impl RedisLevel {
 }
 
 /// A lazily connecting pool: a Redis that is down makes lookups fail fast, not the start.
+/// Lowercase hex of `bytes` onto `out`; on the hot path (every key of every batch), so no
+/// allocation per byte.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+}
+
+/// `text` as a literal in a Redis glob pattern: a `key_prefix` may hold `*`, `?` or `[`.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn new_pool(url: &str, timeout: Duration) -> Result<Pool, String> {
     let manager = RedisConnectionManager::new(url)
         .map_err(|e| format!("cache.redis_url `{url}` is not a Redis URL: {e}"))?;

@@ -23,6 +23,7 @@ use std::{
 use async_trait::async_trait;
 use citadel_embeddings::{
     CacheKey, CacheLevelStatus, CacheMode, CacheStatus, CachedEmbedding, EmbeddingCache,
+    FlushProgress, ModelTag,
 };
 
 use crate::{l2::RedisLevel, metrics::CacheMetrics};
@@ -61,6 +62,8 @@ impl TwoLevelCache {
                     u32::try_from(32 + 100 + entry.vector.len() * 4).unwrap_or(u32::MAX)
                 })
                 .time_to_live(settings.ttl)
+                // A flush drops one model's entries by their key's tag.
+                .support_invalidation_closures()
                 .build()
         });
         let l2 = match &settings.redis_url {
@@ -131,6 +134,25 @@ impl EmbeddingCache for TwoLevelCache {
         }
         if let Some(l2) = &self.l2 {
             l2.put_many(entries);
+        }
+    }
+
+    async fn flush_model(
+        &self,
+        tag: ModelTag,
+        progress: &(dyn Fn(FlushProgress) + Send + Sync),
+    ) -> Result<FlushProgress, String> {
+        if let Some(l1) = &self.l1 {
+            // Lazy: moka applies the predicate to each entry as it is next touched.
+            l1.invalidate_entries_if(move |key, _| key[..4] == tag)
+                .map_err(|e| format!("L1: {e}"))?;
+        }
+        match &self.l2 {
+            Some(l2) => l2
+                .flush(tag, progress)
+                .await
+                .map_err(|e| format!("Redis: {e}")),
+            None => Ok(FlushProgress::default()),
         }
     }
 

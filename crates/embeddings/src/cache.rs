@@ -5,6 +5,10 @@
 //! normalize, truncate, prompt prefix) and the exact input text, each field length-prefixed so
 //! no two different requests can collide by concatenation. Leaving one out is how other gateways
 //! served vectors computed under other options; the tests change each one.
+//!
+//! The first four bytes of a key are not the digest's but the model's tag (a digest of its
+//! canonical name alone), so every key of one model shares a prefix: a store can drop one
+//! model's vectors (`citadel cache flush --model`) without knowing how keys are derived.
 
 use std::sync::Arc;
 
@@ -12,10 +16,31 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 /// Bump to orphan every cached vector (a change in how vectors are computed or stored).
-const KEY_VERSION: &[u8] = b"citadel-embedding-cache-v1";
+/// v2: keys open with the model's tag.
+const KEY_VERSION: &[u8] = b"citadel-embedding-cache-v2";
 
-/// A cache key: the SHA-256 digest.
+/// A cache key: the model's tag, then 28 bytes of the SHA-256 digest.
 pub type CacheKey = [u8; 32];
+
+/// What every key of one model begins with.
+pub type ModelTag = [u8; 4];
+
+/// The tag of a model's keys: the same for every revision and option, different per name
+/// (two names share one with odds of 1 in 4 billion; a flush then also drops the other's).
+pub fn model_tag(canonical_name: &str) -> ModelTag {
+    let mut hasher = Sha256::new();
+    field(&mut hasher, b"citadel-model-tag");
+    field(&mut hasher, canonical_name.as_bytes());
+    let digest: [u8; 32] = hasher.finalize().into();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+/// How far a flush of one model has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushProgress {
+    /// The model's keys deleted from the shared store so far.
+    pub deleted: u64,
+}
 
 /// A cached vector and the tokens its input counted (so a cached answer reports the same
 /// usage as a computed one), shared between the cache and the responses built from it.
@@ -102,10 +127,21 @@ pub trait EmbeddingCache: Send + Sync + 'static {
     fn put_many(&self, entries: Vec<(CacheKey, CachedEmbedding)>);
 
     fn status(&self) -> CacheStatus;
+
+    /// Drops every vector of the model with `tag` from each level, calling `progress` as a
+    /// shared store is worked through. Fails when a level that holds vectors cannot be reached:
+    /// a flush that did not happen must not look done.
+    async fn flush_model(
+        &self,
+        tag: ModelTag,
+        progress: &(dyn Fn(FlushProgress) + Send + Sync),
+    ) -> Result<FlushProgress, String>;
 }
 
 /// What in a request decides the vector, besides the text.
 pub(crate) struct KeyOptions<'a> {
+    /// The canonical name: the key's tag.
+    pub(crate) model: &'a str,
     pub(crate) identity: &'a str,
     pub(crate) dimensions: usize,
     pub(crate) normalize: bool,
@@ -115,21 +151,32 @@ pub(crate) struct KeyOptions<'a> {
 
 impl KeyOptions<'_> {
     /// Hashes the options once; each text then only adds its own bytes.
-    pub(crate) fn hasher(&self) -> Sha256 {
+    pub(crate) fn hasher(&self) -> KeyHasher {
         let mut hasher = Sha256::new();
         field(&mut hasher, KEY_VERSION);
         field(&mut hasher, self.identity.as_bytes());
         hasher.update((self.dimensions as u64).to_le_bytes());
         hasher.update([u8::from(self.normalize), u8::from(self.truncate)]);
         field(&mut hasher, self.prefix.as_bytes());
-        hasher
+        KeyHasher {
+            options: hasher,
+            tag: model_tag(self.model),
+        }
     }
 }
 
-pub(crate) fn key(options: &Sha256, text: &str) -> CacheKey {
-    let mut hasher = options.clone();
+/// One request's options, hashed, and its model's tag.
+pub(crate) struct KeyHasher {
+    options: Sha256,
+    tag: ModelTag,
+}
+
+pub(crate) fn key(options: &KeyHasher, text: &str) -> CacheKey {
+    let mut hasher = options.options.clone();
     field(&mut hasher, text.as_bytes());
-    hasher.finalize().into()
+    let mut key: CacheKey = hasher.finalize().into();
+    key[..4].copy_from_slice(&options.tag);
+    key
 }
 
 fn field(hasher: &mut Sha256, bytes: &[u8]) {
@@ -143,6 +190,7 @@ mod tests {
 
     fn options(identity: &str, prefix: &str) -> KeyOptions<'static> {
         KeyOptions {
+            model: "m",
             identity: Box::leak(identity.to_string().into_boxed_str()),
             dimensions: 384,
             normalize: true,
@@ -175,5 +223,20 @@ mod tests {
         for k in &changed {
             assert_ne!(*k, base);
         }
+    }
+
+    #[test]
+    fn every_key_of_a_model_opens_with_its_tag() {
+        let mut other = options("m", "");
+        other.model = "m2";
+        let (a, b) = (
+            key(&options("m", "").hasher(), "x"),
+            key(&other.hasher(), "x"),
+        );
+        assert_eq!(a[..4], model_tag("m"));
+        assert_eq!(b[..4], model_tag("m2"));
+        assert_ne!(model_tag("m"), model_tag("m2"));
+        // The rest is the digest's: the same text under the same options.
+        assert_eq!(a[4..], b[4..]);
     }
 }

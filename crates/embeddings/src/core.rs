@@ -131,6 +131,11 @@ impl EmbeddingCore {
         self.cache.as_ref().map(|c| c.status())
     }
 
+    /// The cache in front of the models, for maintenance (a flush); `None` without one.
+    pub fn cache(&self) -> Option<&Arc<dyn EmbeddingCache>> {
+        self.cache.as_ref()
+    }
+
     /// Adds a model with its queue bound, prompts and fallback.
     pub fn register(&mut self, backend: Arc<dyn Backend>, options: ModelOptions) {
         let index = self.entries.len();

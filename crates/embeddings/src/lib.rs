@@ -27,7 +27,7 @@ pub use backend::{
 };
 pub use cache::{
     CacheKey, CacheLevelStatus, CacheMode, CachePolicy, CacheStatus, CachedEmbedding,
-    EmbeddingCache,
+    EmbeddingCache, FlushProgress, ModelTag, model_tag,
 };
 pub use core::{EmbedParams, Embedded, EmbeddingCore, Limits, ModelOptions, ModelView};
 pub use error::EmbedError;

@@ -49,6 +49,7 @@ impl EmbeddingCore {
 
         let info = entry.backend.info();
         let options = KeyOptions {
+            model: &info.name,
             identity: &info.identity,
             dimensions: dims,
             normalize: params.normalize,

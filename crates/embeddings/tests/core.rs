@@ -9,8 +9,8 @@ use std::{
 use async_trait::async_trait;
 use citadel_embeddings::{
     Backend, BackendOutput, BackendRequest, CacheKey, CacheMode, CacheStatus, CachedEmbedding,
-    EmbedError, EmbedParams, EmbeddingCache, EmbeddingCore, Limits, ModelInfo, ModelOptions,
-    ModelState,
+    EmbedError, EmbedParams, EmbeddingCache, EmbeddingCore, FlushProgress, Limits, ModelInfo,
+    ModelOptions, ModelState, ModelTag, model_tag,
 };
 use tokio::{sync::watch, time::Instant};
 
@@ -293,6 +293,49 @@ impl EmbeddingCache for MemoryCache {
     fn status(&self) -> CacheStatus {
         CacheStatus::default()
     }
+    async fn flush_model(
+        &self,
+        tag: ModelTag,
+        progress: &(dyn Fn(FlushProgress) + Send + Sync),
+    ) -> Result<FlushProgress, String> {
+        let mut map = self.0.lock().unwrap();
+        let before = map.len();
+        map.retain(|key, _| key[..4] != tag);
+        let done = FlushProgress {
+            deleted: (before - map.len()) as u64,
+        };
+        progress(done);
+        Ok(done)
+    }
+}
+
+#[tokio::test]
+async fn a_flush_drops_one_models_vectors_and_no_other() {
+    let (one, two) = (
+        stub("one", Duration::ZERO, ModelState::Ready),
+        stub("two", Duration::ZERO, ModelState::Ready),
+    );
+    let mut core = empty_core();
+    core.register(one.clone(), queue(16));
+    core.register(two.clone(), queue(16));
+    core.set_cache(Arc::new(MemoryCache::default()));
+    let embed = |model: &str, inputs: &[&str]| {
+        let mut p = params(inputs);
+        p.model = model.into();
+        core.embed(p)
+    };
+    // The alias caches under the canonical name: its tag is the model's.
+    embed("one-alias", &["a", "b"]).await.unwrap();
+    embed("two", &["a", "b"]).await.unwrap();
+    let cache = core.cache().unwrap();
+    let done = cache.flush_model(model_tag("one"), &|_| {}).await.unwrap();
+    assert_eq!(done.deleted, 2);
+    let calls = |s: &Stub| s.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let (one_before, two_before) = (calls(&one), calls(&two));
+    embed("one", &["a", "b"]).await.unwrap();
+    embed("two", &["a", "b"]).await.unwrap();
+    assert_eq!(calls(&one), one_before + 1, "flushed: computed again");
+    assert_eq!(calls(&two), two_before, "the other model still cached");
 }
 
 #[tokio::test]

@@ -69,6 +69,7 @@ fn access(path: &str, policy: &Policy) -> Access {
         ("citadel.v1.EmbeddingService", "Embed" | "EmbedStream") => needs(Permission::Embeddings),
         ("citadel.v1.EmbeddingService", "ListModels" | "GetModel") => needs(Permission::ModelsRead),
         ("citadel.v1.EmbeddingService", "GetCacheStatus") => needs(Permission::HealthRead),
+        ("citadel.v1.EmbeddingService", "FlushCache") => needs(Permission::CacheManage),
         ("citadel.v1.CompletionService", "ListModels") => needs(Permission::ModelsRead),
         ("citadel.v1.CompletionService", _) => needs(Permission::Completions),
         ("citadel.v1.WorkflowService", "Submit" | "Cancel" | "Retry") => {

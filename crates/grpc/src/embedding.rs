@@ -2,7 +2,7 @@
 
 use std::{pin::Pin, sync::Arc};
 
-use citadel_embeddings::EmbeddingCore;
+use citadel_embeddings::{EmbeddingCore, FlushProgress, model_tag};
 use citadel_proto::v1::{
     self, EmbedRequest, EmbedResponse, EmbedStreamRequest, EmbedStreamResponse,
     embed_stream_response, embedding_service_server::EmbeddingService,
@@ -34,6 +34,7 @@ impl EmbeddingApi {
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<EmbedStreamResponse, Status>> + Send>>;
+type FlushStream = Pin<Box<dyn Stream<Item = Result<v1::FlushCacheProgress, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl EmbeddingService for EmbeddingApi {
@@ -108,6 +109,56 @@ impl EmbeddingService for EmbeddingApi {
     ) -> Result<Response<v1::CacheStatus>, Status> {
         let status = convert::cache_status(self.core.cache_status());
         Ok(Response::new(status))
+    }
+
+    type FlushCacheStream = FlushStream;
+
+    async fn flush_cache(
+        &self,
+        request: Request<v1::FlushCacheRequest>,
+    ) -> Result<Response<FlushStream>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        check_model(&caller, &request.model)?;
+        let model = self
+            .core
+            .model(&request.model)
+            .map_err(to_status)?
+            .info
+            .name;
+        let Some(cache) = self.core.cache().cloned() else {
+            return Err(Status::failed_precondition(
+                "this server has no embedding cache (cache.mode = \"off\"): nothing to flush",
+            ));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        // Spawned: a caller that hangs up does not leave the flush half done.
+        tokio::spawn(async move {
+            let sender = tx.clone();
+            let name = model.clone();
+            // Progress is advisory: a slow reader misses some, never the last message.
+            let report = move |p: FlushProgress| {
+                let _ = sender.try_send(Ok(flush_progress(&name, p, false)));
+            };
+            let last = match cache.flush_model(model_tag(&model), &report).await {
+                Ok(done) => Ok(flush_progress(&model, done, true)),
+                Err(e) => Err(Status::unavailable(format!(
+                    "flushing `{model}` stopped: {e}; run it again to finish"
+                ))),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+fn flush_progress(model: &str, p: FlushProgress, done: bool) -> v1::FlushCacheProgress {
+    v1::FlushCacheProgress {
+        model: model.to_string(),
+        deleted: p.deleted,
+        done,
     }
 }
 
