@@ -108,6 +108,14 @@ mkdir -p "$root/etc/systemd/system" "$root/usr/lib/systemd" "$root$(dirname "$IN
 cp -a /usr/lib/systemd/system "$root/usr/lib/systemd/"
 printf '#!/bin/sh\nexit 0\n' >"$root$INSTALLED_BINARY"
 chmod 0755 "$root$INSTALLED_BINARY"
+# Other commands the units run (ExecReload's kill): stubbed only where this host has them too,
+# so a path that exists on no Debian machine still fails.
+for tool in /bin/kill; do
+  [[ -x $tool ]] || die "$tool, which the units run, is not on this machine"
+  mkdir -p "$root$(dirname "$tool")"
+  printf '#!/bin/sh\nexit 0\n' >"$root$tool"
+  chmod 0755 "$root$tool"
+done
 for unit in "${UNITS[@]}"; do
   [[ -f $unit ]] || die "$unit does not exist"
   cp "$unit" "$root/etc/systemd/system/"

@@ -22,6 +22,7 @@ mod maintenance;
 mod models;
 mod ops;
 mod process;
+mod reload;
 mod serve;
 mod vectors;
 mod warm;
@@ -153,11 +154,14 @@ fn main() -> ExitCode {
         Command::Backup(args) => backup::backup(&args),
         Command::Restore(args) => backup::restore(&args),
         Command::Serve(args) => match args.config.load() {
-            Ok(config) => serve::run(config),
+            Ok(config) => serve::run(config, Box::new(move || args.config.load())),
             Err(e) => fail(&e),
         },
         Command::Worker(args) => match args.config.load() {
-            Ok(config) => worker::run(config, args.concurrency),
+            Ok(config) => {
+                let concurrency = args.concurrency;
+                worker::run(config, concurrency, Box::new(move || args.config.load()))
+            }
             Err(e) => fail(&e),
         },
     }

@@ -1,6 +1,6 @@
 //! What the long-running commands (`serve`, `worker`) share: logging (and traces) as
-//! configured, a multi-threaded runtime, and one way to report a fatal error (log line and
-//! stderr).
+//! configured, a multi-threaded runtime, configuration reload on SIGHUP, and one way to report
+//! a fatal error (log line and stderr).
 
 use std::{process::ExitCode, time::Duration};
 
@@ -11,6 +11,7 @@ use citadel_telemetry::TraceSettings;
 pub fn run_logged(
     config: &Config,
     name: &str,
+    load: crate::reload::Loader,
     main: impl Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -46,6 +47,8 @@ pub fn run_logged(
         // Upstream servers (Ollama, vLLM) get the trace too.
         citadel_routing::set_header_injector(citadel_telemetry::trace::inject_headers);
     }
+    // SIGHUP reloads what can change in a running process (`reload.rs`).
+    runtime.spawn(crate::reload::on_hangup(config.clone(), load));
     let result = runtime.block_on(main);
     // While the runtime still runs: the last spans go out through its channel.
     traces.shutdown();

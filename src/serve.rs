@@ -17,9 +17,9 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::workflows::Workflows;
 
-pub fn run(config: Config) -> ExitCode {
+pub fn run(config: Config, load: crate::reload::Loader) -> ExitCode {
     let settings = config.clone();
-    crate::process::run_logged(&settings, "citadel", serve(config))
+    crate::process::run_logged(&settings, "citadel", load, serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

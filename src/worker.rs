@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{serve::loopback_url, workflows::Workflows};
 
-pub fn run(config: Config, concurrency: Option<usize>) -> ExitCode {
+pub fn run(config: Config, concurrency: Option<usize>, load: crate::reload::Loader) -> ExitCode {
     let settings = config.clone();
-    crate::process::run_logged(&settings, "citadel worker", work(config, concurrency))
+    let work = work(config, concurrency);
+    crate::process::run_logged(&settings, "citadel worker", load, work)
 }
 
 async fn work(config: Config, concurrency: Option<usize>) -> anyhow::Result<()> {

@@ -1,9 +1,11 @@
 //! The rest of the REST edge: models, health, metrics, request ids, CORS, slow clients, drain;
-//! traces across the mesh (`rest_ops/traces.rs`).
+//! traces across the mesh (`rest_ops/traces.rs`); SIGHUP reload (`rest_ops/reload.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "rest_ops/reload.rs"]
+mod reload;
 #[path = "rest_ops/traces.rs"]
 mod traces;
 

@@ -28,6 +28,8 @@ pub struct Server {
     pub http: String,
     /// `http://127.0.0.1:PORT` of the gRPC server.
     pub grpc: String,
+    /// The file given as `--config` (a test may rewrite it and send SIGHUP).
+    pub config: PathBuf,
     logs: Arc<Mutex<String>>,
 }
 
@@ -147,8 +149,8 @@ impl Server {
     /// Like `with_config`, with `CITADEL_*` (or other) variables set for the process.
     pub fn with_env(toml: &str, env: &[(&str, &str)]) -> Server {
         require_models();
-        let config = write_config(toml);
-        let config = config.to_str().expect("utf-8 path");
+        let config_path = write_config(toml);
+        let config = config_path.to_str().expect("utf-8 path");
         let args = [
             "serve",
             "--http-addr",
@@ -175,6 +177,7 @@ impl Server {
                         child,
                         http: addr("http_addr"),
                         grpc: addr("grpc_addr"),
+                        config: config_path,
                         logs,
                     };
                 }
@@ -197,6 +200,14 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     pub fn sigterm(&self) {

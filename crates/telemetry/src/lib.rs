@@ -11,13 +11,13 @@
 
 pub mod trace;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 use tracing::{Level, Metadata};
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt,
 };
 
 pub use trace::{TraceGuard, TraceSettings};
@@ -39,18 +39,16 @@ pub fn init_logging(
     level: &str,
     traces: Option<&TraceSettings>,
 ) -> Result<TraceGuard, TelemetryError> {
-    let directive = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    // The inner steps' spans are for traces only: the log lines keep the request's span. A
-    // directive, not a filter function: the filter stays static, so a callsite it turns off
-    // costs one check, never a call per event.
-    let logs_filter = || {
-        EnvFilter::try_new(format!("{directive},{}=off", trace::TARGET))
-            .map_err(|e| TelemetryError::Filter(directive.clone(), e.to_string()))
-    };
+    let fixed = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let directive = fixed.clone().unwrap_or_else(|| level.to_string());
     let Some(settings) = traces else {
-        // Traces off: the one global filter, exactly as without tracing support.
+        // Traces off: the one global filter, exactly as without tracing support. Reloadable:
+        // the filter's answers are cached per callsite and rebuilt on a reload, so the
+        // handle's lock is not taken per event.
+        let (filter, handle) = reload::Layer::new(logs_filter(&directive)?);
+        remember_reload(fixed, move |f| handle.reload(f));
         return tracing_subscriber::registry()
-            .with(logs_filter()?)
+            .with(filter)
             .with(log_layer(json))
             .try_init()
             .map(|()| TraceGuard::new(None))
@@ -71,12 +69,56 @@ pub fn init_logging(
         .with_location(false)
         .with_threads(false)
         .with_filter(wanted);
+    let (filter, handle) = reload::Layer::new(logs_filter(&directive)?);
+    remember_reload(fixed, move |f| handle.reload(f));
     tracing_subscriber::registry()
-        .with(log_layer(json).with_filter(logs_filter()?))
+        .with(log_layer(json).with_filter(filter))
         .with(spans)
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     Ok(TraceGuard::new(Some(provider)))
+}
+
+/// The log lines' filter for `directive`. The inner steps' spans are for traces only: the
+/// log lines keep the request's span. A directive, not a filter function: the filter stays
+/// static, so a callsite it turns off costs one check, never a call per event.
+fn logs_filter(directive: &str) -> Result<EnvFilter, TelemetryError> {
+    EnvFilter::try_new(format!("{directive},{}=off", trace::TARGET))
+        .map_err(|e| TelemetryError::Filter(directive.to_string(), e.to_string()))
+}
+
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync>;
+
+/// The installed filter's reload handle, and the `RUST_LOG` that pins it, if any.
+static RELOAD: OnceLock<(Option<String>, Reload)> = OnceLock::new();
+
+fn remember_reload(
+    fixed: Option<String>,
+    reload: impl Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync + 'static,
+) {
+    let _ = RELOAD.set((fixed, Box::new(reload)));
+}
+
+/// What a new `log.level` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LevelChange {
+    Applied,
+    /// `RUST_LOG` is set: it wins over `log.level`, now as at start.
+    PinnedByRustLog(String),
+}
+
+/// Replaces the log filter with `level` (a `log.level` value) while the process runs.
+pub fn set_log_level(level: &str) -> Result<LevelChange, TelemetryError> {
+    let Some((fixed, reload)) = RELOAD.get() else {
+        return Err(TelemetryError::Subscriber(
+            "no log subscriber installed".into(),
+        ));
+    };
+    if let Some(pinned) = fixed {
+        return Ok(LevelChange::PinnedByRustLog(pinned.clone()));
+    }
+    reload(logs_filter(level)?).map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    Ok(LevelChange::Applied)
 }
 
 /// JSON lines (the current span's fields on each) or plain text.
