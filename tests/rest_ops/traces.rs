@@ -1,13 +1,14 @@
 //! Traces over real sockets: a stand-in OTLP collector receives the spans of one embedding
 //! request (in process, with Redis; and through an Ollama stand-in), one LLM request and one
 //! workflow, each a single trace under the caller's `traceparent`, every hop the child of the
-//! one before; the upstream servers receive the trace too, and the log lines name it.
+//! one before; the upstream servers (Ollama, vLLM, Qdrant) receive the trace too, and the log
+//! lines name it.
 
 use std::time::{Duration, Instant};
 
 use citadel_proto::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
 use citadel_standin::{
-    CollectedSpan, OtlpStandIn,
+    CollectedSpan, OtlpStandIn, QdrantStandIn,
     llm::{LlmStandIn, LlmStandInConfig},
 };
 use serde_json::{Value, json};
@@ -192,4 +193,40 @@ async fn without_a_collector_no_trace_is_made_and_logs_carry_none() {
     let logs = server.logs();
     assert!(!logs.contains("trace_id"), "no trace ids with traces off");
     assert!(!logs.contains(&trace));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_calls_are_spans_and_carry_the_trace() {
+    let collector = OtlpStandIn::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let qdrant = QdrantStandIn::start(common::scratch_dir("qdrant-traced"))
+        .await
+        .unwrap();
+    let toml = format!(
+        "[telemetry]\notlp_endpoint = \"{}\"\nexport_delay_ms = 100\nservice_name = \"citadel-under-test\"\n\
+         [vectors]\nstore = \"qdrant\"\n[qdrant]\nurl = \"{}\"\n",
+        collector.url(),
+        qdrant.url()
+    );
+    let server = Server::with_config(&toml);
+    let (header, trace, caller) = traceparent(9);
+    let body = json!({"name": "traced", "model": "all-minilm"});
+    let (status, created) = post(&server, "/api/v1/collections", body, &header).await;
+    assert_eq!(status, 201, "{created}");
+    // The stand-in got the trace, its parent one of this trace's qdrant spans.
+    let sent = qdrant
+        .control
+        .last_traceparent()
+        .expect("Qdrant got a traceparent");
+    assert_eq!(sent.split('-').nth(1), Some(trace.as_str()), "{sent}");
+    let spans = spans_of(&collector, &trace, &["http", "grpc", "qdrant"]).await;
+    assert_chain(&spans, &caller, &["http", "grpc"]);
+    let grpc = span(&spans, "grpc").span_id.clone();
+    let calls: Vec<&CollectedSpan> = spans.iter().filter(|s| s.name == "qdrant").collect();
+    assert!(calls.iter().all(|s| s.parent_span_id == grpc), "{spans:#?}");
+    assert!(
+        calls.iter().any(|s| s.span_id == parent_id(&sent)),
+        "{sent} names no qdrant span: {spans:#?}"
+    );
 }

@@ -5,7 +5,8 @@
 //! (`citadel_model`, `citadel_created_at`); everything else Qdrant offers answers
 //! UNIMPLEMENTED. Errors use Qdrant's codes and wording ("Collection `x` doesn't exist!",
 //! "already exists" as INVALID_ARGUMENT). `set_down` makes every call UNAVAILABLE, and
-//! `fail_upserts(n)` only the next n point upserts, so tests can watch retries and health.
+//! `fail_upserts(n)` only the next n point upserts, so tests can watch retries and health;
+//! `last_traceparent` shows the trace context the last call carried.
 
 use std::{
     collections::HashMap,
@@ -41,6 +42,7 @@ pub struct QdrantControl {
     down: AtomicBool,
     fail_upserts: AtomicU64,
     calls: AtomicU64,
+    last_traceparent: std::sync::Mutex<Option<String>>,
 }
 
 impl QdrantControl {
@@ -59,16 +61,25 @@ impl QdrantControl {
         self.calls.load(Ordering::SeqCst)
     }
 
-    fn admit(&self) -> Result<(), Status> {
+    /// The last call's W3C `traceparent`, if it had one.
+    pub fn last_traceparent(&self) -> Option<String> {
+        self.last_traceparent.lock().ok().and_then(|t| t.clone())
+    }
+
+    fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let traceparent = metadata.get("traceparent").and_then(|v| v.to_str().ok());
+        if let Ok(mut last) = self.last_traceparent.lock() {
+            *last = traceparent.map(str::to_string);
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("stand-in Qdrant is down"));
         }
         Ok(())
     }
 
-    fn admit_upsert(&self) -> Result<(), Status> {
-        self.admit()?;
+    fn admit_upsert(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        self.admit(metadata)?;
         let failed = self
             .fail_upserts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
@@ -202,7 +213,7 @@ impl Collections for Service {
         &self,
         request: Request<qdrant::GetCollectionInfoRequest>,
     ) -> Result<Response<qdrant::GetCollectionInfoResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let name = request.into_inner().collection_name;
         let info = self.store.collection(&name).await.map_err(status)?;
         let info = info.ok_or_else(|| status(StoreError::NotFound(name)))?;
@@ -243,9 +254,9 @@ impl Collections for Service {
 
     async fn list(
         &self,
-        _request: Request<qdrant::ListCollectionsRequest>,
+        request: Request<qdrant::ListCollectionsRequest>,
     ) -> Result<Response<qdrant::ListCollectionsResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let all = self.store.list_collections().await.map_err(status)?;
         Ok(Response::new(qdrant::ListCollectionsResponse {
             collections: all
@@ -260,7 +271,7 @@ impl Collections for Service {
         &self,
         request: Request<qdrant::CreateCollection>,
     ) -> Result<Response<qdrant::CollectionOperationResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let r = request.into_inner();
         let size = match r.vectors_config.and_then(|v| v.config) {
             Some(vectors_config::Config::Params(p))
@@ -297,7 +308,7 @@ impl Collections for Service {
         &self,
         request: Request<qdrant::DeleteCollection>,
     ) -> Result<Response<qdrant::CollectionOperationResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let name = request.into_inner().collection_name;
         // Qdrant answers false for a name it does not have.
         let result = match self.store.delete_collection(&name).await {
@@ -315,7 +326,7 @@ impl Collections for Service {
         &self,
         request: Request<qdrant::CollectionExistsRequest>,
     ) -> Result<Response<qdrant::CollectionExistsResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let name = request.into_inner().collection_name;
         let exists = self
             .store
@@ -391,7 +402,7 @@ impl Points for Service {
         &self,
         request: Request<qdrant::UpsertPoints>,
     ) -> Result<Response<qdrant::PointsOperationResponse>, Status> {
-        self.control.admit_upsert()?;
+        self.control.admit_upsert(request.metadata())?;
         let r = request.into_inner();
         let points = r
             .points
@@ -419,7 +430,7 @@ impl Points for Service {
         &self,
         request: Request<qdrant::DeletePoints>,
     ) -> Result<Response<qdrant::PointsOperationResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let r = request.into_inner();
         let selector = match r.points.and_then(|p| p.points_selector_one_of) {
             Some(PointsSelectorOneOf::Points(list)) => PointSelector::Ids(
@@ -445,7 +456,7 @@ impl Points for Service {
         &self,
         request: Request<qdrant::SearchPoints>,
     ) -> Result<Response<qdrant::SearchResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let r = request.into_inner();
         let with_payload = matches!(
             r.with_payload.and_then(|w| w.selector_options),
@@ -483,7 +494,7 @@ impl Points for Service {
         &self,
         request: Request<qdrant::CountPoints>,
     ) -> Result<Response<qdrant::CountResponse>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         let r = request.into_inner();
         let count = self
             .store
@@ -659,9 +670,9 @@ impl Points for Service {
 impl Qdrant for Service {
     async fn health_check(
         &self,
-        _request: Request<qdrant::HealthCheckRequest>,
+        request: Request<qdrant::HealthCheckRequest>,
     ) -> Result<Response<qdrant::HealthCheckReply>, Status> {
-        self.control.admit()?;
+        self.control.admit(request.metadata())?;
         Ok(Response::new(qdrant::HealthCheckReply {
             title: "qdrant - vector search engine (Citadel stand-in)".to_string(),
             version: "1.16.0".to_string(),

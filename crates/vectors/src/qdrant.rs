@@ -6,9 +6,10 @@
 //! acknowledged upsert is searchable. A call that finds Qdrant unreachable or overloaded is
 //! retried twice with a short backoff (on top of qdrant-client's own immediate retry on a
 //! fresh connection); every operation is idempotent (point ids derive from document ids), so
-//! a retry never duplicates.
+//! a retry never duplicates. Each call is a `qdrant` span, and with traces on it carries the
+//! W3C trace context as gRPC metadata, so Qdrant's own tracing joins the request's trace.
 
-use std::{collections::HashMap, time::Duration};
+use std::{borrow::Cow, collections::HashMap, time::Duration};
 
 use qdrant_client::{
     Qdrant, QdrantError,
@@ -21,6 +22,7 @@ use qdrant_client::{
 };
 use serde_json::{Map, Value as Json};
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::filter::{Filter, to_qdrant};
 use crate::store::{
@@ -54,8 +56,26 @@ impl QdrantStore {
         })
     }
 
+    /// The client for one call: with the current trace context's headers when traces are on
+    /// (a clone sharing the connection pool), else the client itself.
+    fn client(&self) -> Cow<'_, Qdrant> {
+        let mut headers = Vec::new();
+        citadel_telemetry::trace::inject(|key, value| headers.push((key.to_string(), value)));
+        match headers.is_empty() {
+            true => Cow::Borrowed(&self.client),
+            false => Cow::Owned(
+                headers
+                    .into_iter()
+                    .fold(self.client.clone(), |c, (k, v)| c.with_header(k, v)),
+            ),
+        }
+    }
+
     async fn info(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {
-        let answer = retrying(|| self.client.collection_info(name)).await;
+        let answer = retrying("collection_info", async || {
+            self.client().collection_info(name).await
+        })
+        .await;
         let info = match answer {
             Ok(r) => r.result.unwrap_or_default(),
             Err(StoreError::NotFound(_)) => return Ok(None),
@@ -117,19 +137,24 @@ impl VectorStore for QdrantStore {
             metadata,
             ..Default::default()
         };
-        retrying(|| self.client.create_collection(request.clone()))
-            .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                StoreError::Invalid(m) if m.contains("already exists") => {
-                    StoreError::AlreadyExists(spec.name.clone())
-                }
-                e => e,
-            })
+        retrying("create_collection", async || {
+            self.client().create_collection(request.clone()).await
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            StoreError::Invalid(m) if m.contains("already exists") => {
+                StoreError::AlreadyExists(spec.name.clone())
+            }
+            e => e,
+        })
     }
 
     async fn list_collections(&self) -> Result<Vec<CollectionInfo>, StoreError> {
-        let names = retrying(|| self.client.list_collections()).await?;
+        let names = retrying("list_collections", async || {
+            self.client().list_collections().await
+        })
+        .await?;
         let mut all = Vec::new();
         for d in names.collections {
             if let Some(info) = self.info(&d.name).await? {
@@ -146,9 +171,11 @@ impl VectorStore for QdrantStore {
 
     async fn delete_collection(&self, name: &str) -> Result<(), StoreError> {
         self.require(name).await?;
-        retrying(|| self.client.delete_collection(name))
-            .await
-            .map(|_| ())
+        retrying("delete_collection", async || {
+            self.client().delete_collection(name).await
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn upsert(&self, collection: &str, points: Vec<StoredPoint>) -> Result<(), StoreError> {
@@ -166,9 +193,11 @@ impl VectorStore for QdrantStore {
             points,
             ..Default::default()
         };
-        retrying(|| self.client.upsert_points(request.clone()))
-            .await
-            .map(|_| ())
+        retrying("upsert_points", async || {
+            self.client().upsert_points(request.clone()).await
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn delete_points(
@@ -190,9 +219,11 @@ impl VectorStore for QdrantStore {
             }),
             ..Default::default()
         };
-        retrying(|| self.client.delete_points(request.clone()))
-            .await
-            .map(|_| ())
+        retrying("delete_points", async || {
+            self.client().delete_points(request.clone()).await
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn search(
@@ -209,7 +240,10 @@ impl VectorStore for QdrantStore {
             score_threshold: query.score_threshold,
             ..Default::default()
         };
-        let answer = retrying(|| self.client.search_points(request.clone())).await?;
+        let answer = retrying("search_points", async || {
+            self.client().search_points(request.clone()).await
+        })
+        .await?;
         answer
             .result
             .into_iter()
@@ -234,12 +268,12 @@ impl VectorStore for QdrantStore {
             exact: Some(true),
             ..Default::default()
         };
-        let answer = retrying(|| self.client.count(request.clone())).await?;
+        let answer = retrying("count", async || self.client().count(request.clone()).await).await?;
         Ok(answer.result.map_or(0, |r| r.count))
     }
 
     async fn health(&self) -> StoreHealth {
-        match self.client.health_check().await {
+        match self.client().health_check().await {
             Ok(reply) => StoreHealth {
                 kind: "qdrant",
                 ok: true,
@@ -265,23 +299,29 @@ fn uuid_of(id: Option<qdrant::PointId>) -> Result<uuid::Uuid, StoreError> {
     }
 }
 
-/// Runs `call`, again after 50 ms and 250 ms while Qdrant is unreachable or overloaded.
-async fn retrying<T, F, Fut>(mut call: F) -> Result<T, StoreError>
+/// Runs `call` in a `qdrant` span, again after 50 ms and 250 ms while Qdrant is unreachable
+/// or overloaded.
+async fn retrying<T, F, Fut>(op: &'static str, mut call: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, QdrantError>>,
 {
-    let mut attempt = 0;
-    loop {
-        match call().await.map_err(store_error) {
-            Err(StoreError::Unavailable(m)) if attempt < RETRIES => {
-                tracing::debug!(attempt, error = %m, "qdrant call failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * 5u64.pow(attempt))).await;
-                attempt += 1;
+    let span = citadel_telemetry::trace_span!("qdrant", op);
+    async move {
+        let mut attempt = 0;
+        loop {
+            match call().await.map_err(store_error) {
+                Err(StoreError::Unavailable(m)) if attempt < RETRIES => {
+                    tracing::debug!(attempt, error = %m, "qdrant call failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * 5u64.pow(attempt))).await;
+                    attempt += 1;
+                }
+                other => return other,
             }
-            other => return other,
         }
     }
+    .instrument(span)
+    .await
 }
 
 fn store_error(e: QdrantError) -> StoreError {
