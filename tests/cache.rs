@@ -506,6 +506,11 @@ fn citadel(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `citadel cache flush --model MODEL` against `server`.
+fn flush(model: &str, server: &Server) -> (bool, String, String) {
+    citadel(&["cache", "flush", "--model", model, "--server", &server.grpc])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_drops_one_models_vectors_from_memory_and_redis() {
     let up = standin().await;
@@ -532,14 +537,7 @@ async fn a_flush_drops_one_models_vectors_from_memory_and_redis() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let (ok, stdout, stderr) = citadel(&[
-        "cache",
-        "flush",
-        "--model",
-        "remote",
-        "--server",
-        &server.grpc,
-    ]);
+    let (ok, stdout, stderr) = flush("remote", &server);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("flushed `remote`") && stdout.contains("30 Redis keys deleted"),
@@ -560,24 +558,10 @@ async fn a_flush_drops_one_models_vectors_from_memory_and_redis() {
     let (status, hits, _) = post(&server, other(&all[..10]), None).await;
     assert_eq!((status, hits), (200, 10));
 
-    // A second flush finds nothing left in Redis; an unknown model is named.
-    let (ok, stdout, _) = citadel(&[
-        "cache",
-        "flush",
-        "--model",
-        "other",
-        "--server",
-        &server.grpc,
-    ]);
+    // The other model's keys go with their own flush; an unknown model is named.
+    let (ok, stdout, _) = flush("other", &server);
     assert!(ok && stdout.contains("10 Redis keys deleted"), "{stdout}");
-    let (ok, _, stderr) = citadel(&[
-        "cache",
-        "flush",
-        "--model",
-        "nope",
-        "--server",
-        &server.grpc,
-    ]);
+    let (ok, _, stderr) = flush("nope", &server);
     assert!(!ok && stderr.contains("`nope` does not exist"), "{stderr}");
 }
 
@@ -586,14 +570,7 @@ async fn a_flush_with_redis_down_fails_and_says_so() {
     let up = standin().await;
     let dead = dead_url().replace("http://", "redis://");
     let server = server(&up, &cache_section(&dead, &prefix(), ""));
-    let (ok, _, stderr) = citadel(&[
-        "cache",
-        "flush",
-        "--model",
-        "remote",
-        "--server",
-        &server.grpc,
-    ]);
+    let (ok, _, stderr) = flush("remote", &server);
     assert!(!ok, "a flush that reached no Redis looked done");
     assert!(
         stderr.contains("unavailable")
@@ -602,6 +579,6 @@ async fn a_flush_with_redis_down_fails_and_says_so() {
         "{stderr}"
     );
     let off = self::server(&up, &cache_section(REDIS, &prefix(), "mode = \"off\""));
-    let (ok, _, stderr) = citadel(&["cache", "flush", "--model", "remote", "--server", &off.grpc]);
+    let (ok, _, stderr) = flush("remote", &off);
     assert!(!ok && stderr.contains("no embedding cache"), "{stderr}");
 }

@@ -18,6 +18,14 @@ async fn wait_log(server: &Server, from: usize, needle: &str) -> String {
     }
 }
 
+/// Writes `toml` as the server's configuration file, sends SIGHUP, and waits for `needle`.
+async fn reload(server: &Server, toml: &str, needle: &str) -> String {
+    std::fs::write(&server.config, toml).unwrap();
+    let from = server.logs().len();
+    server.signal("HUP");
+    wait_log(server, from, needle).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     // RUST_LOG empty: the level comes from the file, as on the fleet's hosts.
@@ -28,14 +36,12 @@ async fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     assert_eq!(get("/v1/models").await.unwrap().status(), 200);
     wait_log(&server, from, "\"INFO\"").await;
 
-    std::fs::write(
-        &server.config,
+    let tail = reload(
+        &server,
         "[log]\nlevel = \"warn\"\n[cache]\nttl_secs = 60\n",
+        "take effect only after a restart",
     )
-    .unwrap();
-    let from = server.logs().len();
-    server.signal("HUP");
-    let tail = wait_log(&server, from, "take effect only after a restart").await;
+    .await;
     assert!(tail.contains("cache.ttl_secs"), "{tail}");
     assert!(
         !tail.contains("log.level,") && !tail.contains("60"),
@@ -49,22 +55,22 @@ async fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
     assert!(!quiet.contains("\"INFO\""), "INFO lines at warn: {quiet}");
 
     // A file that no longer loads is refused, naming the key; the server keeps serving.
-    std::fs::write(&server.config, "[log]\nlevel = \"info\"\nnot_a_key = 1\n").unwrap();
-    let from = server.logs().len();
-    server.signal("HUP");
-    let tail = wait_log(&server, from, "did not load").await;
+    let tail = reload(
+        &server,
+        "[log]\nlevel = \"info\"\nnot_a_key = 1\n",
+        "did not load",
+    )
+    .await;
     assert!(tail.contains("not_a_key"), "{tail}");
     assert_eq!(get("/health/").await.unwrap().status(), 200);
 
     // Back to info: the change shows, and INFO lines return.
-    std::fs::write(
-        &server.config,
+    let tail = reload(
+        &server,
         "[log]\nlevel = \"info\"\n[cache]\nttl_secs = 60\n",
+        "log.level applied",
     )
-    .unwrap();
-    let from = server.logs().len();
-    server.signal("HUP");
-    let tail = wait_log(&server, from, "log.level applied").await;
+    .await;
     assert!(
         tail.contains("\"from\":\"warn\"") && tail.contains("\"to\":\"info\""),
         "{tail}"
