@@ -42,13 +42,15 @@ pub fn run_logged(
             return ExitCode::FAILURE;
         }
     };
+    // SIGHUP reloads what can change in a running process (`reload.rs`); registered before
+    // anything runs, since SIGHUP's default action ends the process.
+    let reload = crate::reload::on_hangup(config.clone(), load);
     drop(entered);
     if citadel_telemetry::trace::enabled() {
         // Upstream servers (Ollama, vLLM) get the trace too.
         citadel_routing::set_header_injector(citadel_telemetry::trace::inject_headers);
     }
-    // SIGHUP reloads what can change in a running process (`reload.rs`).
-    runtime.spawn(crate::reload::on_hangup(config.clone(), load));
+    runtime.spawn(reload);
     let result = runtime.block_on(main);
     // While the runtime still runs: the last spans go out through its channel.
     traces.shutdown();

@@ -12,23 +12,27 @@ use serde_json::Value;
 /// Loads the configuration the way the process was started.
 pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
-/// Handles SIGHUP until the process ends. Spawned on the process's runtime.
-pub async fn on_hangup(mut current: Config, load: Loader) {
+/// Registers for SIGHUP now (call inside the runtime), so a SIGHUP from here on reloads
+/// instead of ending the process; the returned future handles them until the process ends.
+pub fn on_hangup(mut current: Config, load: Loader) -> impl Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot handle SIGHUP: configuration reload is off");
-            return;
-        }
-    };
-    while hangups.recv().await.is_some() {
-        match load() {
-            Ok(next) => current = apply(current, next),
-            Err(e) => tracing::error!(
-                error = %e,
-                "SIGHUP: the configuration did not load; still running on the previous one"
-            ),
+    let hangups = signal(SignalKind::hangup());
+    async move {
+        let mut hangups = match hangups {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGHUP: configuration reload is off");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match load() {
+                Ok(next) => current = apply(current, next),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: the configuration did not load; still running on the previous one"
+                ),
+            }
         }
     }
 }
@@ -45,26 +49,32 @@ fn apply(mut current: Config, next: Config) -> Config {
     let mut changed = Vec::new();
     differences("", &before, &after, &mut changed);
     changed.retain(|key| key != "log.level");
+    // Reported at WARN: a reload is an operator's act, and the line must show at any level
+    // (lowering the level to warn would hide an INFO confirmation of itself).
+    let mut failed = false;
     if next.log.level != current.log.level {
         match citadel_telemetry::set_log_level(&next.log.level) {
             Ok(LevelChange::Applied) => {
-                tracing::info!(from = %current.log.level, to = %next.log.level, "SIGHUP: log.level applied");
+                tracing::warn!(from = %current.log.level, to = %next.log.level, "SIGHUP: log.level applied");
                 current.log.level = next.log.level.clone();
             }
             Ok(LevelChange::PinnedByRustLog(pinned)) => tracing::warn!(
                 rust_log = %pinned,
                 "SIGHUP: log.level not applied: RUST_LOG is set and wins; unset it and restart"
             ),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: log.level not applied"),
+            Err(e) => {
+                failed = true;
+                tracing::error!(error = %e, "SIGHUP: log.level not applied");
+            }
         }
     }
-    if changed.is_empty() {
-        tracing::info!("SIGHUP: configuration reloaded");
-    } else {
-        tracing::warn!(
+    match (changed.is_empty(), failed) {
+        (true, false) => tracing::warn!("SIGHUP: configuration reloaded"),
+        (true, true) => {}
+        (false, _) => tracing::warn!(
             keys = %changed.join(", "),
             "SIGHUP: these keys changed and take effect only after a restart (SIGTERM, then start)"
-        );
+        ),
     }
     current
 }

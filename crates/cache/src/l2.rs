@@ -266,7 +266,6 @@ impl RedisLevel {
     }
 }
 
-/// A lazily connecting pool: a Redis that is down makes lookups fail fast, not the start.
 /// Lowercase hex of `bytes` onto `out`; on the hot path (every key of every batch), so no
 /// allocation per byte.
 fn push_hex(out: &mut String, bytes: &[u8]) {
@@ -289,6 +288,7 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
+/// A lazily connecting pool: a Redis that is down makes lookups fail fast, not the start.
 fn new_pool(url: &str, timeout: Duration) -> Result<Pool, String> {
     let manager = RedisConnectionManager::new(url)
         .map_err(|e| format!("cache.redis_url `{url}` is not a Redis URL: {e}"))?;

@@ -88,6 +88,20 @@ impl TwoLevelCache {
     }
 }
 
+impl TwoLevelCache {
+    /// Drops one model's L1 entries. Lazy: moka checks the predicate on each entry written
+    /// before it as the entry is next read or evicted.
+    fn flush_l1(&self, tag: ModelTag) -> Result<(), String> {
+        match &self.l1 {
+            Some(l1) => l1
+                .invalidate_entries_if(move |key, _| key[..4] == tag)
+                .map(|_| ())
+                .map_err(|e| format!("L1: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 impl EmbeddingCache for TwoLevelCache {
     fn mode(&self) -> CacheMode {
@@ -142,18 +156,18 @@ impl EmbeddingCache for TwoLevelCache {
         tag: ModelTag,
         progress: &(dyn Fn(FlushProgress) + Send + Sync),
     ) -> Result<FlushProgress, String> {
-        if let Some(l1) = &self.l1 {
-            // Lazy: moka applies the predicate to each entry as it is next touched.
-            l1.invalidate_entries_if(move |key, _| key[..4] == tag)
-                .map_err(|e| format!("L1: {e}"))?;
-        }
-        match &self.l2 {
+        // Memory before and after Redis: a lookup during the walk may copy a vector not yet
+        // deleted from Redis back into memory, and the second pass drops that copy too.
+        self.flush_l1(tag)?;
+        let done = match &self.l2 {
             Some(l2) => l2
                 .flush(tag, progress)
                 .await
-                .map_err(|e| format!("Redis: {e}")),
-            None => Ok(FlushProgress::default()),
-        }
+                .map_err(|e| format!("Redis: {e}"))?,
+            None => FlushProgress::default(),
+        };
+        self.flush_l1(tag)?;
+        Ok(done)
     }
 
     fn status(&self) -> CacheStatus {

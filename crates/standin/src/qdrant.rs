@@ -61,16 +61,17 @@ impl QdrantControl {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// The last call's W3C `traceparent`, if it had one.
+    /// The W3C `traceparent` of the last call that carried one.
     pub fn last_traceparent(&self) -> Option<String> {
         self.last_traceparent.lock().ok().and_then(|t| t.clone())
     }
 
     fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        // Only calls that carry one: an untraced health probe in between must not erase it.
         let traceparent = metadata.get("traceparent").and_then(|v| v.to_str().ok());
-        if let Ok(mut last) = self.last_traceparent.lock() {
-            *last = traceparent.map(str::to_string);
+        if let (Some(t), Ok(mut last)) = (traceparent, self.last_traceparent.lock()) {
+            *last = Some(t.to_string());
         }
         if self.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("stand-in Qdrant is down"));
