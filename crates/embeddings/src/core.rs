@@ -270,8 +270,8 @@ impl EmbeddingCore {
             truncate: params.truncate,
             deadline: params.deadline,
         };
-        let span = citadel_telemetry::trace_span!("model.run", backend = info.backend, inputs = n);
-        let output = entry.backend.embed(request).instrument(span).await?;
+        // The backend traces its own work (`model.run` in process, `upstream.attempt` remote).
+        let output = entry.backend.embed(request).await?;
         if output.vectors.len() != n
             || output
                 .vectors

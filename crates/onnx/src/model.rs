@@ -12,6 +12,7 @@ use citadel_embeddings::{
     Backend, BackendOutput, BackendRequest, EmbedError, ModelInfo, ModelState, StageTiming,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{
     OnnxError,
@@ -50,6 +51,53 @@ pub struct OnnxModel {
 }
 
 impl OnnxModel {
+    async fn run(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError> {
+        let BackendRequest {
+            inputs, truncate, ..
+        } = request;
+        let loaded = self.loaded.get().ok_or_else(|| EmbedError::Unavailable {
+            model: self.info.name.clone(),
+            reason: "the model is still loading".into(),
+            retry_after: None,
+        })?;
+        let started = Instant::now();
+        let ids = if inputs.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
+            loaded.tokenizer.encode(&inputs, truncate)?
+        } else {
+            let tokenizer = loaded.tokenizer.clone();
+            tokio::task::spawn_blocking(move || tokenizer.encode(&inputs, truncate))
+                .await
+                .map_err(|e| self.failed(&format!("tokenizer task: {e}")))??
+        };
+        let tokenize = started.elapsed();
+        let input_tokens: Vec<u32> = ids.iter().map(|v| v.len() as u32).collect();
+        let prompt_tokens = input_tokens.iter().map(|&n| u64::from(n)).sum();
+
+        let finished = loaded
+            .batcher
+            .submit(ids)
+            .await
+            .map_err(|_| self.failed("the model worker stopped"))?
+            .map_err(|e| match e {
+                RunError::ShuttingDown => EmbedError::Unavailable {
+                    model: self.info.name.clone(),
+                    reason: "the server is shutting down".into(),
+                    retry_after: None,
+                },
+                RunError::Failed(message) => self.failed(&message),
+            })?;
+        Ok(BackendOutput {
+            vectors: finished.vectors,
+            prompt_tokens,
+            input_tokens,
+            timing: StageTiming {
+                tokenize,
+                queue: finished.queue,
+                inference: finished.inference,
+            },
+        })
+    }
+
     /// Checks the model files and loads ONNX Runtime from `runtime_library` now (so a missing
     /// model is one clear error at start-up), then loads the sessions on a background thread;
     /// the state turns `Ready` when done.
@@ -159,50 +207,11 @@ impl Backend for OnnxModel {
     }
 
     async fn embed(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError> {
-        let BackendRequest {
-            inputs, truncate, ..
-        } = request;
-        let loaded = self.loaded.get().ok_or_else(|| EmbedError::Unavailable {
-            model: self.info.name.clone(),
-            reason: "the model is still loading".into(),
-            retry_after: None,
-        })?;
-        let started = Instant::now();
-        let ids = if inputs.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
-            loaded.tokenizer.encode(&inputs, truncate)?
-        } else {
-            let tokenizer = loaded.tokenizer.clone();
-            tokio::task::spawn_blocking(move || tokenizer.encode(&inputs, truncate))
-                .await
-                .map_err(|e| self.failed(&format!("tokenizer task: {e}")))??
-        };
-        let tokenize = started.elapsed();
-        let input_tokens: Vec<u32> = ids.iter().map(|v| v.len() as u32).collect();
-        let prompt_tokens = input_tokens.iter().map(|&n| u64::from(n)).sum();
-
-        let finished = loaded
-            .batcher
-            .submit(ids)
-            .await
-            .map_err(|_| self.failed("the model worker stopped"))?
-            .map_err(|e| match e {
-                RunError::ShuttingDown => EmbedError::Unavailable {
-                    model: self.info.name.clone(),
-                    reason: "the server is shutting down".into(),
-                    retry_after: None,
-                },
-                RunError::Failed(message) => self.failed(&message),
-            })?;
-        Ok(BackendOutput {
-            vectors: finished.vectors,
-            prompt_tokens,
-            input_tokens,
-            timing: StageTiming {
-                tokenize,
-                queue: finished.queue,
-                inference: finished.inference,
-            },
-        })
+        // Traces only (the target the logs leave out): the tokenizer, the batcher's queue and
+        // the run, as one span; a remote backend's router opens its own per attempt.
+        let span = tracing::info_span!(target: "citadel::trace", "model.run", backend = "onnx",
+            inputs = request.inputs.len());
+        self.run(request).instrument(span).await
     }
 
     fn close(&self) {
