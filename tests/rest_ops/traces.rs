@@ -1,7 +1,7 @@
 //! Traces over real sockets: a stand-in OTLP collector receives the spans of one embedding
 //! request (in process, with Redis; and through an Ollama stand-in), one LLM request and one
-//! workflow, each a single trace under the caller's `traceparent`, every hop the child of the
-//! one before; the upstream servers (Ollama, vLLM, Qdrant) receive the trace too, and the log
+//! workflow (its submit, then its run in the worker), each a single trace under the caller's
+//! `traceparent`, every hop the child of the one before; the upstream servers (Ollama, vLLM, Qdrant) receive the trace too, and the log
 //! lines name it.
 
 use std::time::{Duration, Instant};
@@ -152,19 +152,42 @@ async fn one_request_is_one_trace_across_every_hop() {
     let sent = llm.stats().last_traceparent.expect("a traceparent to vLLM");
     assert_eq!(parent_id(&sent), span(&spans, "upstream.attempt").span_id);
 
-    // A workflow, down to its database write.
+    // A workflow, down to its database write, then its run in the worker, down to the
+    // embedding call the run makes.
     let (header, trace, caller) = traceparent(4);
+    let texts = [format!("a workflow's sentence {}", std::process::id())];
     let (status, answer) = post(
         &server,
         "/api/v1/workflows",
-        json!({"kind": "noop"}),
+        json!({"kind": "embed_batch", "params": {"model": "all-minilm", "texts": texts}}),
         &header,
     )
     .await;
     assert_eq!(status, 201, "{answer}");
-    let chain = ["http", "grpc", "db.insert"];
-    let spans = spans_of(&collector, &trace, &chain).await;
-    assert_chain(&spans, &caller, &chain);
+    let submit = ["http", "grpc", "db.insert"];
+    let run = ["workflow.run", "grpc", "embed", "model.run"];
+    let spans = spans_of(&collector, &trace, &[&submit[..], &run[..]].concat()).await;
+    let http = spans
+        .iter()
+        .find(|s| s.name == "http")
+        .expect("the submit's http span");
+    assert_eq!(http.parent_span_id, caller);
+    let hop = spans
+        .iter()
+        .find(|s| s.name == "grpc" && s.parent_span_id == http.span_id)
+        .expect("the submit's grpc hop");
+    let insert = span(&spans, "db.insert");
+    assert_eq!(insert.parent_span_id, hop.span_id);
+    // The run is a child of the submit's hop; its own embedding call, of the run.
+    let worker = span(&spans, "workflow.run");
+    assert_eq!(worker.parent_span_id, hop.span_id, "{spans:#?}");
+    let call = spans
+        .iter()
+        .find(|s| s.name == "grpc" && s.parent_span_id == worker.span_id)
+        .expect("the run's Embed call, under the run");
+    let embed = span(&spans, "embed");
+    assert_eq!(embed.parent_span_id, call.span_id);
+    assert_eq!(span(&spans, "model.run").parent_span_id, embed.span_id);
 
     // A gRPC caller's trace is taken too.
     let (header, trace, caller) = traceparent(5);

@@ -123,9 +123,6 @@ impl Drop for TraceGuard {
 /// span's `trace_id` field, so the log lines written under it name the trace. Nothing
 /// happens with tracing off.
 pub fn adopt_parent(span: &Span, headers: &http::HeaderMap) {
-    if !enabled() {
-        return;
-    }
     struct Headers<'a>(&'a http::HeaderMap);
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
@@ -135,13 +132,47 @@ pub fn adopt_parent(span: &Span, headers: &http::HeaderMap) {
             self.0.keys().map(http::HeaderName::as_str).collect()
         }
     }
-    let parent = global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    adopt(span, &Headers(headers));
+}
+
+/// `adopt_parent` for a `traceparent` kept from earlier (`traceparent()`): work done later,
+/// elsewhere (a workflow's run in a worker), joins the trace that asked for it.
+pub fn adopt_traceparent(span: &Span, traceparent: &str) {
+    struct One<'a>(&'a str);
+    impl Extractor for One<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
+    }
+    adopt(span, &One(traceparent));
+}
+
+fn adopt(span: &Span, carrier: &dyn Extractor) {
+    if !enabled() {
+        return;
+    }
+    let parent = global::get_text_map_propagator(|p| p.extract(carrier));
     if parent.span().span_context().is_valid() {
         // Only fails for a span no layer records; then there is nothing to link.
         let _ = span.set_parent(parent);
     }
     let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));
+}
+
+/// The current span's `traceparent`, to be kept with work that runs later; `None` with
+/// tracing off or outside a traced span.
+pub fn traceparent() -> Option<String> {
+    let mut found = None;
+    inject(|key, value| {
+        if key == "traceparent" {
+            found = Some(value);
+        }
+    });
+    found
 }
 
 /// Hands the current span's trace on: `set` is called with each header (`traceparent`,

@@ -96,6 +96,8 @@ pub struct NewWorkflow {
     /// Who submits it (`None` with auth off). Idempotency keys are the owner's own: the same
     /// key from two principals names two workflows.
     pub owner: Option<String>,
+    /// The submitting request's `traceparent` (traces on), for the run to continue.
+    pub trace_context: Option<String>,
 }
 
 /// `List`'s filter and page.

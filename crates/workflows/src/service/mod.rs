@@ -129,6 +129,7 @@ impl Workflows {
     ) -> Result<(Workflow, bool), WorkflowError> {
         let mut new = request.into_new(&self.limits)?;
         new.owner = viewer.owner.clone();
+        new.trace_context = citadel_telemetry::trace::traceparent();
         let Some(task) = self.registry.get(&new.kind) else {
             let known = self.registry.kinds().join(", ");
             let asked: String = new.kind.chars().take(64).collect();

@@ -113,6 +113,7 @@ impl SubmitRequest {
             time_limit_ms: or(self.time_limit_ms, limits.time_limit_ms),
             retry,
             owner: None,
+            trace_context: None,
         })
     }
 }

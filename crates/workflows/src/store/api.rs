@@ -22,8 +22,8 @@ pub enum CancelOutcome {
 
 const INSERT: &str = "INSERT INTO workflows (id, kind, params, state, priority, max_attempts, \
     initial_backoff_ms, max_backoff_ms, time_limit_ms, idempotency_key, created_us, \
-    updated_us, run_at_us, version, owner) \
-    VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $10, $11, 1, $12) \
+    updated_us, run_at_us, version, owner, trace_context) \
+    VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $10, $11, 1, $12, $13) \
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *";
 
 impl Store {
@@ -52,6 +52,7 @@ impl Store {
             now.into(),
             new.not_before_us.unwrap_or(now).into(),
             new.owner.clone().into(),
+            new.trace_context.clone().into(),
         ];
         let stmt = self.statement(INSERT, values);
         if let Some(created) = self.write_rows(stmt).await?.pop() {

@@ -46,6 +46,8 @@ pub struct Model {
     pub checkpoint: Option<String>,
     /// Who submitted it (a token's subject or `key:<id>`); `None` with auth off.
     pub owner: Option<String>,
+    /// The submit's W3C `traceparent`, when traces were on: the run continues that trace.
+    pub trace_context: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

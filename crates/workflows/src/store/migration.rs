@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateWorkflows),
             Box::new(AddCheckpoint),
             Box::new(AddOwner),
+            Box::new(AddTraceContext),
         ]
     }
 }
@@ -46,6 +47,33 @@ impl MigrationTrait for AddCheckpoint {
     async fn down(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
         let db = manager.get_connection();
         db.execute_unprepared("ALTER TABLE workflows DROP COLUMN checkpoint")
+            .await?;
+        Ok(())
+    }
+}
+
+/// The submit's W3C `traceparent` (with traces on), so the worker's run of it joins the trace
+/// that asked for it. Not an event.
+struct AddTraceContext;
+
+impl MigrationName for AddTraceContext {
+    fn name(&self) -> &str {
+        "m20261202_000004_add_trace_context"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddTraceContext {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE workflows ADD COLUMN trace_context TEXT")
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("ALTER TABLE workflows DROP COLUMN trace_context")
             .await?;
         Ok(())
     }

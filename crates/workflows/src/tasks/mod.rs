@@ -28,7 +28,8 @@ use tonic::{
 /// credential (`workflows.api_key`), so a mesh with auth required serves them like any caller.
 pub type MeshTransport = InterceptedService<Channel, Credentials>;
 
-/// Adds `authorization: Bearer <key>` to every call, when a key is configured.
+/// Adds `authorization: Bearer <key>` to every call, when a key is configured, and the
+/// running workflow's trace context.
 #[derive(Clone, Default)]
 pub struct Credentials(Option<AsciiMetadataValue>);
 
@@ -52,11 +53,19 @@ impl Interceptor for Credentials {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
+        let metadata = request.metadata_mut();
         if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
+            metadata.insert("authorization", value.clone());
         }
+        // The workflow's trace continues in the service it calls (a no-op with traces off).
+        citadel_telemetry::trace::inject(|key, value| {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::AsciiMetadataKey::from_bytes(key.as_bytes()),
+                AsciiMetadataValue::try_from(value),
+            ) {
+                metadata.insert(key, value);
+            }
+        });
         Ok(request)
     }
 }

@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{
     Shared, StopReason,
@@ -45,7 +46,18 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// The attempt under a `workflow.run` span, in the trace of the request that submitted it
+/// (its stored `traceparent`), so an operator follows the work from the submit to its end.
 pub(super) async fn run(shared: Arc<Shared>, workflow: Workflow, slot: super::Slot) {
+    let span = citadel_telemetry::trace_span!("workflow.run", kind = %workflow.kind,
+        attempt = workflow.attempts);
+    if let Some(parent) = &workflow.trace_context {
+        citadel_telemetry::trace::adopt_traceparent(&span, parent);
+    }
+    attempt(shared, workflow, slot).instrument(span).await;
+}
+
+async fn attempt(shared: Arc<Shared>, workflow: Workflow, slot: super::Slot) {
     let lease = Lease::of(&workflow, &shared.id);
     let _forget = Forget {
         shared: &shared,
@@ -121,7 +133,9 @@ async fn execute(
     };
     let limit_ms = workflow.time_limit_ms.max(1);
     let limit = Duration::from_millis(u64::try_from(limit_ms).unwrap_or(u64::MAX));
-    let mut handle = AbortOnDrop(tokio::spawn(async move { task.run(ctx).await }));
+    let mut handle = AbortOnDrop(tokio::spawn(
+        async move { task.run(ctx).await }.in_current_span(),
+    ));
     tokio::select! {
         biased;
         () = stop.cancelled() => None,

@@ -111,6 +111,7 @@ mod tests {
             version: 0,
             checkpoint: None,
             owner: None,
+            trace_context: None,
         }
     }
 
