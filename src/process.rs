@@ -12,6 +12,7 @@ pub fn run_logged(
     config: &Config,
     name: &str,
     load: crate::reload::Loader,
+    live: std::sync::Arc<crate::reload::Live>,
     main: impl Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -44,7 +45,7 @@ pub fn run_logged(
     };
     // SIGHUP reloads what can change in a running process (`reload.rs`); registered before
     // anything runs, since SIGHUP's default action ends the process.
-    let reload = crate::reload::on_hangup(config.clone(), load);
+    let reload = crate::reload::on_hangup(config.clone(), load, live);
     drop(entered);
     if citadel_telemetry::trace::enabled() {
         // Upstream servers (Ollama, vLLM) get the trace too.

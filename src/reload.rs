@@ -1,10 +1,14 @@
 //! SIGHUP: read the configuration again from the same sources as at start (files, `--env`,
-//! `CITADEL_*` variables) and apply what is safe to change in a running process. Today that is
-//! `log.level`. Every other key that changed is named in a warning saying it takes a restart:
-//! limits and upstream endpoints are built into the running cores, and swapping them under
-//! requests in flight is not done half-way. A configuration that no longer loads is refused
-//! with the key named, and the process keeps the one it has.
+//! `CITADEL_*` variables) and apply what is safe to change in a running process: `log.level`,
+//! and the rate limits and permissions of roles (`auth.roles`, `auth.default_role`). Every
+//! other key that changed is named in a warning saying it takes a restart: upstream endpoints
+//! are built into the running routers, and swapping them under requests in flight is not done
+//! half-way. A configuration that no longer loads is refused with the key named, and the
+//! process keeps the one it has.
 
+use std::sync::{Arc, OnceLock};
+
+use citadel_auth::Policy;
 use citadel_config::{Config, ConfigError};
 use citadel_telemetry::LevelChange;
 use serde_json::Value;
@@ -12,9 +16,26 @@ use serde_json::Value;
 /// Loads the configuration the way the process was started.
 pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
+/// What a reload can reach in the running process, handed over by the command as it builds
+/// it (a SIGHUP before that applies only what needs nothing here).
+#[derive(Default)]
+pub struct Live {
+    policy: OnceLock<Arc<Policy>>,
+}
+
+impl Live {
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        let _ = self.policy.set(policy);
+    }
+}
+
 /// Registers for SIGHUP now (call inside the runtime), so a SIGHUP from here on reloads
 /// instead of ending the process; the returned future handles them until the process ends.
-pub fn on_hangup(mut current: Config, load: Loader) -> impl Future<Output = ()> + Send {
+pub fn on_hangup(
+    mut current: Config,
+    load: Loader,
+    live: Arc<Live>,
+) -> impl Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
     let hangups = signal(SignalKind::hangup());
     async move {
@@ -27,7 +48,7 @@ pub fn on_hangup(mut current: Config, load: Loader) -> impl Future<Output = ()> 
         };
         while hangups.recv().await.is_some() {
             match load() {
-                Ok(next) => current = apply(current, next),
+                Ok(next) => current = apply(current, next, &live),
                 Err(e) => tracing::error!(
                     error = %e,
                     "SIGHUP: the configuration did not load; still running on the previous one"
@@ -37,8 +58,14 @@ pub fn on_hangup(mut current: Config, load: Loader) -> impl Future<Output = ()> 
     }
 }
 
-/// Applies `next` where it can; returns the configuration now in force.
-fn apply(mut current: Config, next: Config) -> Config {
+/// Keys a reload applies to the roles: their permissions and limits, and the default role.
+fn is_roles_key(key: &str) -> bool {
+    key == "auth.roles" || key.starts_with("auth.roles.") || key == "auth.default_role"
+}
+
+/// Applies `next` where it can; returns the configuration now in force. Keys left for a
+/// restart stay at their old values in it, so the next SIGHUP names them again.
+fn apply(mut current: Config, next: Config, live: &Live) -> Config {
     let (before, after) = match (serde_json::to_value(&current), serde_json::to_value(&next)) {
         (Ok(before), Ok(after)) => (before, after),
         _ => {
@@ -48,7 +75,6 @@ fn apply(mut current: Config, next: Config) -> Config {
     };
     let mut changed = Vec::new();
     differences("", &before, &after, &mut changed);
-    changed.retain(|key| key != "log.level");
     // Reported at WARN: a reload is an operator's act, and the line must show at any level
     // (lowering the level to warn would hide an INFO confirmation of itself).
     let mut failed = false;
@@ -68,11 +94,35 @@ fn apply(mut current: Config, next: Config) -> Config {
             }
         }
     }
-    match (changed.is_empty(), failed) {
+    let roles: Vec<&String> = changed.iter().filter(|k| is_roles_key(k)).collect();
+    let mut roles_applied = false;
+    if let (false, Some(policy)) = (roles.is_empty(), live.policy.get()) {
+        match policy.reload_roles(&next.auth) {
+            Ok(()) => {
+                tracing::warn!(
+                    keys = %roles.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+                    "SIGHUP: roles applied: their permissions and limits hold from the next request"
+                );
+                current.auth.roles = next.auth.roles.clone();
+                current.auth.default_role = next.auth.default_role.clone();
+                roles_applied = true;
+            }
+            Err(e) => {
+                failed = true;
+                tracing::error!(error = %e, "SIGHUP: roles not applied; the previous ones stay");
+            }
+        }
+    }
+    let applied = |key: &str| {
+        (key == "log.level" && current.log.level == next.log.level)
+            || (is_roles_key(key) && roles_applied)
+    };
+    let restart: Vec<&String> = changed.iter().filter(|k| !applied(k)).collect();
+    match (restart.is_empty(), failed) {
         (true, false) => tracing::warn!("SIGHUP: configuration reloaded"),
         (true, true) => {}
         (false, _) => tracing::warn!(
-            keys = %changed.join(", "),
+            keys = %restart.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
             "SIGHUP: these keys changed and take effect only after a restart (SIGTERM, then start)"
         ),
     }

@@ -19,10 +19,17 @@ use crate::workflows::Workflows;
 
 pub fn run(config: Config, load: crate::reload::Loader) -> ExitCode {
     let settings = config.clone();
-    crate::process::run_logged(&settings, "citadel", load, serve(config))
+    let live = Arc::new(crate::reload::Live::default());
+    crate::process::run_logged(
+        &settings,
+        "citadel",
+        load,
+        live.clone(),
+        serve(config, live),
+    )
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, live: Arc<crate::reload::Live>) -> anyhow::Result<()> {
     // Installed before anything listens, so an early SIGTERM drains instead of killing.
     let shutdown = shutdown_signal()?;
     let metrics = MetricsHandle::install()?;
@@ -35,6 +42,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The LLM servers' model lists are read once before serving (each call at most 5 s).
     let llm = crate::llm::start(&config).await?;
     let policy = crate::auth::policy(&config).await?;
+    live.set_policy(policy.clone());
 
     // Workflows: the store (migrated), its events, and the kinds, whose embedding calls go to
     // this process's own gRPC server unless configured elsewhere.

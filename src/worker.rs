@@ -14,7 +14,9 @@ use crate::{serve::loopback_url, workflows::Workflows};
 pub fn run(config: Config, concurrency: Option<usize>, load: crate::reload::Loader) -> ExitCode {
     let settings = config.clone();
     let work = work(config, concurrency);
-    crate::process::run_logged(&settings, "citadel worker", load, work)
+    // A worker holds nothing a reload swaps beyond the log level.
+    let live = std::sync::Arc::default();
+    crate::process::run_logged(&settings, "citadel worker", load, live, work)
 }
 
 async fn work(config: Config, concurrency: Option<usize>) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
-//! SIGHUP: `log.level` applies in the running process; other changed keys are named as
-//! needing a restart; a configuration that no longer loads is refused and the process goes on.
+//! SIGHUP: `log.level` and the roles' limits and permissions apply in the running process;
+//! other changed keys are named as needing a restart; a configuration that no longer loads is
+//! refused and the process goes on.
 
 use std::time::{Duration, Instant};
 
@@ -77,4 +78,72 @@ async fn sighup_applies_the_log_level_and_names_what_needs_a_restart() {
         tail.contains("\"from\":\"warn\"") && tail.contains("\"to\":\"info\""),
         "{tail}"
     );
+}
+
+/// An embedding request with `key`: its status and its `x-ratelimit-limit-requests`, if any.
+async fn embed_with(server: &Server, key: &str) -> (u16, Option<String>) {
+    let response = http()
+        .post(server.url("/v1/embeddings"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"model": MODEL, "input": "reloaded limits"}))
+        .send()
+        .await
+        .unwrap();
+    let limit = response
+        .headers()
+        .get("x-ratelimit-limit-requests")
+        .map(|v| v.to_str().unwrap().to_string());
+    (response.status().as_u16(), limit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_role_limits_and_permissions_to_the_next_request() {
+    let database = sqlite_url();
+    let env = [
+        ("CITADEL_DATABASE__URL", database.as_str()),
+        ("RUST_LOG", ""),
+    ];
+    let base = "[auth]\nmode = \"required\"\n";
+    let server = Server::with_env(base, &env);
+    // A key without limits of its own: its role's are the ones in force.
+    let key = create_key(&database, &["--name", "reloaded", "--role", "member"]);
+    assert_eq!(
+        embed_with(&server, &key).await,
+        (200, None),
+        "unlimited at first"
+    );
+
+    let limited = format!("{base}[auth.roles.member]\nrpm = 2\n");
+    let tail = reload(&server, &limited, "roles applied").await;
+    assert!(tail.contains("auth.roles.member"), "{tail}");
+    assert!(
+        !tail.contains("only after a restart"),
+        "nothing waits: {tail}"
+    );
+    let two = Some("2".to_string());
+    assert_eq!(embed_with(&server, &key).await, (200, two.clone()));
+    assert_eq!(embed_with(&server, &key).await, (200, two));
+    assert_eq!(
+        embed_with(&server, &key).await.0,
+        429,
+        "the reloaded limit holds"
+    );
+
+    // Permissions too: a member that may only list models is refused embeddings.
+    let narrowed = format!("{base}[auth.roles.member]\npermissions = [\"models:read\"]\n");
+    reload(&server, &narrowed, "roles applied").await;
+    assert_eq!(embed_with(&server, &key).await.0, 403);
+    let models = http()
+        .get(server.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+
+    // A role table that does not validate is refused, naming the key; the last one stays.
+    let broken = format!("{base}[auth.roles.member]\npermissions = [\"no-such-permission\"]\n");
+    let tail = reload(&server, &broken, "SIGHUP").await;
+    assert!(tail.contains("no-such-permission"), "{tail}");
+    assert_eq!(embed_with(&server, &key).await.0, 403);
 }

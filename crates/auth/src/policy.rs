@@ -3,9 +3,13 @@
 //! (reason, principal when known, route; the span adds the request id; never the credential)
 //! and a metric. Verified tokens are cached by their SHA-256 until they expire, and key records
 //! for `auth.key_cache_ms`, so a repeated credential costs a lookup, not an RSA verify or a
-//! database read.
+//! database read. The role table (permissions and default limits) is replaced whole on a
+//! configuration reload (`reload_roles`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use citadel_config::{AuthConfig, AuthMode};
 use sha2::{Digest, Sha256};
@@ -72,11 +76,18 @@ impl Refusal {
 
 type TokenHash = [u8; 32];
 
+/// What `[auth.roles]` and `auth.default_role` say, read per credential check.
+struct RoleTable {
+    roles: Roles,
+    default_role: String,
+}
+
 pub struct Policy {
     mode: AuthMode,
-    roles: Roles,
+    /// Behind a lock so a reload swaps it; readers clone the `Arc` and never wait on a writer
+    /// for longer than that swap.
+    roles: RwLock<Arc<RoleTable>>,
     sessions: Option<SessionVerifier>,
-    default_role: String,
     keys: Option<KeyStore>,
     key_cache: moka::sync::Cache<String, Option<Arc<KeyRecord>>>,
     token_cache: moka::sync::Cache<TokenHash, (Arc<Principal>, u64)>,
@@ -168,9 +179,11 @@ impl Policy {
     ) -> Policy {
         Policy {
             mode: config.mode,
-            roles,
+            roles: RwLock::new(Arc::new(RoleTable {
+                roles,
+                default_role: config.default_role.clone(),
+            })),
             sessions,
-            default_role: config.default_role.clone(),
             keys,
             key_cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -209,8 +222,23 @@ impl Policy {
         self.keys.as_ref()
     }
 
-    pub fn roles(&self) -> &Roles {
-        &self.roles
+    fn role_table(&self) -> Arc<RoleTable> {
+        Arc::clone(&self.roles.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Applies a reloaded `[auth]`'s roles, their permissions and default limits, and
+    /// `default_role`, to every request checked from now on. Verified tokens are forgotten, so
+    /// a session's next request gets its role as it is now; an API key's record already is
+    /// re-read per request. An error names the key, and the table in force stays.
+    pub fn reload_roles(&self, config: &AuthConfig) -> Result<(), String> {
+        let roles = Roles::from_config(config)?;
+        let table = Arc::new(RoleTable {
+            roles,
+            default_role: config.default_role.clone(),
+        });
+        *self.roles.write().unwrap_or_else(PoisonError::into_inner) = table;
+        self.token_cache.invalidate_all();
+        Ok(())
     }
 
     /// For `/health/detailed`: where limits are counted and whether Redis fell back.
@@ -299,8 +327,9 @@ impl Policy {
             TokenError::KeysUnavailable => (e.reason(), Refusal::Unavailable),
             e => unauthenticated(e.reason()),
         })?;
-        let role_name = session.role.as_deref().unwrap_or(&self.default_role);
-        let role = self.roles.get(role_name).ok_or_else(|| {
+        let table = self.role_table();
+        let role_name = session.role.as_deref().unwrap_or(&table.default_role);
+        let role = table.roles.get(role_name).ok_or_else(|| {
             (
                 "unknown_role",
                 Refusal::Forbidden(format!("role `{role_name}` is not known here")),
@@ -352,7 +381,7 @@ impl Policy {
             };
             return Err(unauthenticated(reason));
         }
-        let role = self.roles.get(&record.role).ok_or_else(|| {
+        let role = self.role_table().roles.get(&record.role).ok_or_else(|| {
             (
                 "unknown_role",
                 Refusal::Forbidden(format!("role `{}` is not known here", record.role)),
