@@ -2,7 +2,7 @@
 //! Runtime, or routed to Ollama / OpenAI-compatible servers), with its queue, prompts and
 //! fallback, and the two-level cache in front of them all.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use citadel_cache::{CacheSettings, TwoLevelCache};
 
@@ -16,7 +16,10 @@ use citadel_routing::{
     BreakerPolicy, ClientPool, EndpointSettings, RetryPolicy, RouterSettings, Timeouts,
 };
 
-pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
+/// The remote models by name, whose servers a configuration reload can replace.
+pub(crate) type RemoteModels = HashMap<String, Arc<RemoteModel>>;
+
+pub(crate) fn build_core(config: &Config) -> anyhow::Result<(EmbeddingCore, RemoteModels)> {
     let mut core = EmbeddingCore::new(Limits {
         max_inputs_per_request: config.embeddings.max_inputs_per_request,
     });
@@ -24,6 +27,7 @@ pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
         core.set_cache(Arc::new(cache));
     }
     let clients = ClientPool::new(config.upstream.pool_max_idle_per_host);
+    let mut remote = RemoteModels::new();
     for (name, model) in config.models.iter().filter(|(_, m)| m.enabled) {
         match model.backend {
             BackendKind::Onnx => {
@@ -35,11 +39,21 @@ pub(crate) fn build_core(config: &Config) -> anyhow::Result<EmbeddingCore> {
                 let settings = remote_settings(name, model, &config.upstream);
                 let backend = RemoteModel::start(settings, &clients)
                     .map_err(|e| anyhow::anyhow!("models.{name}.endpoints: {e}"))?;
+                remote.insert(name.clone(), backend.clone());
                 core.register(backend, model_options(model));
             }
         }
     }
-    Ok(core)
+    Ok((core, remote))
+}
+
+/// `model`'s servers under `upstream`'s retry and breaker policy, as its router takes them.
+pub(crate) fn remote_router(
+    name: &str,
+    model: &ModelConfig,
+    upstream: &UpstreamConfig,
+) -> RouterSettings {
+    remote_settings(name, model, upstream).router
 }
 
 /// The two-level cache, unless `cache.mode` is off.

@@ -1,14 +1,17 @@
 //! SIGHUP: read the configuration again from the same sources as at start (files, `--env`,
 //! `CITADEL_*` variables) and apply what is safe to change in a running process: `log.level`,
-//! and the rate limits and permissions of roles (`auth.roles`, `auth.default_role`). Every
-//! other key that changed is named in a warning saying it takes a restart: upstream endpoints
-//! are built into the running routers, and swapping them under requests in flight is not done
-//! half-way. A configuration that no longer loads is refused with the key named, and the
+//! the rate limits and permissions of roles (`auth.roles`, `auth.default_role`), and the
+//! servers of remote embedding models (`models.NAME.endpoints`: requests in flight finish on
+//! the old set). Every other key that changed is named in a warning saying it takes a restart
+//! (`llm.servers` among them: the LLM catalog is built from the servers' model lists at
+//! start). A configuration that no longer loads is refused with the key named, and the
 //! process keeps the one it has.
 
 use std::sync::{Arc, OnceLock};
 
 use citadel_auth::Policy;
+
+use crate::models::RemoteModels;
 use citadel_config::{Config, ConfigError};
 use citadel_telemetry::LevelChange;
 use serde_json::Value;
@@ -21,11 +24,16 @@ pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 #[derive(Default)]
 pub struct Live {
     policy: OnceLock<Arc<Policy>>,
+    remote_models: OnceLock<RemoteModels>,
 }
 
 impl Live {
     pub fn set_policy(&self, policy: Arc<Policy>) {
         let _ = self.policy.set(policy);
+    }
+
+    pub fn set_remote_models(&self, models: RemoteModels) {
+        let _ = self.remote_models.set(models);
     }
 }
 
@@ -56,6 +64,62 @@ pub fn on_hangup(
             }
         }
     }
+}
+
+/// The model whose servers `key` names (`models.NAME.endpoints`); names may hold dots.
+fn endpoints_of(key: &str) -> Option<&str> {
+    key.strip_prefix("models.")?.strip_suffix(".endpoints")
+}
+
+/// Replaces the servers of each remote model whose `endpoints` changed, under the retry and
+/// breaker policy in force (`upstream.*` changes wait for a restart). Returns the keys
+/// applied, and whether one failed.
+fn apply_endpoints(
+    changed: &[String],
+    current: &mut Config,
+    next: &Config,
+    live: &Live,
+) -> (Vec<String>, bool) {
+    let (mut applied, mut failed) = (Vec::new(), false);
+    let Some(models) = live.remote_models.get() else {
+        return (applied, failed);
+    };
+    for key in changed {
+        let Some(name) = endpoints_of(key) else {
+            continue;
+        };
+        let (Some(model), Some(was), Some(wanted)) = (
+            models.get(name),
+            current.models.get(name),
+            next.models.get(name),
+        ) else {
+            continue;
+        };
+        // A model switched on, off or to another backend is another model: restart.
+        if !wanted.enabled || wanted.backend != was.backend {
+            continue;
+        }
+        let router = crate::models::remote_router(name, wanted, &current.upstream);
+        match model.replace_endpoints(router) {
+            Ok(()) => {
+                tracing::warn!(
+                    key = %key,
+                    endpoints = wanted.endpoints.len(),
+                    "SIGHUP: endpoints applied: new requests go to the new servers"
+                );
+                let endpoints = wanted.endpoints.clone();
+                if let Some(model) = current.models.get_mut(name) {
+                    model.endpoints = endpoints;
+                }
+                applied.push(key.clone());
+            }
+            Err(e) => {
+                failed = true;
+                tracing::error!(key = %key, error = %e, "SIGHUP: endpoints not applied; the model keeps its servers");
+            }
+        }
+    }
+    (applied, failed)
 }
 
 /// Keys a reload applies to the roles: their permissions and limits, and the default role.
@@ -113,9 +177,12 @@ fn apply(mut current: Config, next: Config, live: &Live) -> Config {
             }
         }
     }
+    let (endpoints, endpoints_failed) = apply_endpoints(&changed, &mut current, &next, live);
+    failed |= endpoints_failed;
     let applied = |key: &str| {
         (key == "log.level" && current.log.level == next.log.level)
             || (is_roles_key(key) && roles_applied)
+            || endpoints.iter().any(|k| k == key)
     };
     let restart: Vec<&String> = changed.iter().filter(|k| !applied(k)).collect();
     match (restart.is_empty(), failed) {
@@ -166,5 +233,15 @@ mod tests {
         let mut out = Vec::new();
         differences("", &a, &b, &mut out);
         assert_eq!(out, ["log.level", "models.m.endpoints", "models.n"]);
+    }
+
+    #[test]
+    fn endpoints_keys_name_their_model_even_with_dots_in_it() {
+        assert_eq!(
+            endpoints_of("models.nomic-embed-text:v1.5.endpoints"),
+            Some("nomic-embed-text:v1.5")
+        );
+        assert_eq!(endpoints_of("models.m.batch_size"), None);
+        assert_eq!(endpoints_of("llm.servers"), None);
     }
 }

@@ -33,7 +33,9 @@ async fn serve(config: Config, live: Arc<crate::reload::Live>) -> anyhow::Result
     // Installed before anything listens, so an early SIGTERM drains instead of killing.
     let shutdown = shutdown_signal()?;
     let metrics = MetricsHandle::install()?;
-    let core = Arc::new(crate::models::build_core(&config)?);
+    let (core, remote_models) = crate::models::build_core(&config)?;
+    let core = Arc::new(core);
+    live.set_remote_models(remote_models);
 
     // Both listeners first, so port 0 works and a taken port fails before anything runs.
     let grpc_listener = bind("grpc.addr", config.grpc.addr).await?;

@@ -1,5 +1,5 @@
-//! SIGHUP: `log.level` and the roles' limits and permissions apply in the running process;
-//! other changed keys are named as needing a restart; a configuration that no longer loads is
+//! SIGHUP: `log.level`, the roles' limits and permissions, and a remote model's servers apply
+//! in the running process; other changed keys are named as needing a restart; a configuration that no longer loads is
 //! refused and the process goes on.
 
 use std::time::{Duration, Instant};
@@ -146,4 +146,54 @@ async fn sighup_applies_role_limits_and_permissions_to_the_next_request() {
     let tail = reload(&server, &broken, "SIGHUP").await;
     assert!(tail.contains("no-such-permission"), "{tail}");
     assert_eq!(embed_with(&server, &key).await.0, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_a_remote_model_to_its_new_servers() {
+    let (one, two) = (upstream::standin().await, upstream::standin().await);
+    // No probes: every request a stand-in counts is an embedding request.
+    let config = |url: &str, attempts: u32| {
+        format!(
+            "{}{}[cache]\nmode = \"off\"\n{}",
+            upstream::NO_LOCAL_MODELS,
+            upstream::upstream_section(0, attempts, 3),
+            upstream::model_section("remote", "ollama", &[(url, 1)], "")
+        )
+    };
+    let server = Server::with_env(&config(&one.url(), 2), &[("RUST_LOG", "")]);
+    let texts = upstream::texts(1);
+    assert_eq!(upstream::embed(&server, "remote", &texts).await.0, 200);
+    assert_eq!(one.stats().requests, 1);
+
+    let tail = reload(&server, &config(&two.url(), 2), "endpoints applied").await;
+    assert!(tail.contains("models.remote.endpoints"), "{tail}");
+    assert!(
+        !tail.contains("only after a restart"),
+        "nothing waits: {tail}"
+    );
+    for _ in 0..3 {
+        let (status, body) = upstream::embed(&server, "remote", &texts).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(one.stats().requests, 1, "the old server gets nothing more");
+    assert_eq!(two.stats().requests, 3, "the new one gets every request");
+    let health = http()
+        .get(server.url("/health/detailed"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        health.contains(&two.url()) && !health.contains(&one.url()),
+        "{health}"
+    );
+
+    // The retry policy is not swapped: it is named as needing a restart, and the
+    // endpoints stay where they are.
+    let tail = reload(&server, &config(&two.url(), 3), "only after a restart").await;
+    assert!(tail.contains("upstream.retry.max_attempts"), "{tail}");
+    assert_eq!(upstream::embed(&server, "remote", &texts).await.0, 200);
+    assert_eq!(two.stats().requests, 4);
 }

@@ -1,16 +1,23 @@
 //! `RemoteModel`: one embedding model over its upstream servers, behind the core's `Backend`.
 //! The routing core chooses and retries; this file builds the calls and reads the answers.
+//! The servers can be replaced while the model serves (`replace_endpoints`, a configuration
+//! reload): a request keeps the router it started on, the next one takes the new set.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use citadel_embeddings::{
     Backend, BackendOutput, BackendRequest, EmbedError, EndpointView, ModelInfo, ModelState,
     StageTiming,
 };
-use citadel_routing::{Attempt, AttemptError, ClientPool, Probe, RouteError, Router};
+use citadel_routing::{
+    Attempt, AttemptError, ClientPool, Probe, RouteError, Router, RouterSettings,
+};
 use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
-use tokio::{sync::watch, time::Instant};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 
 use crate::{Protocol, RemoteSettings, wire::Answer};
 
@@ -18,11 +25,38 @@ const PROBE_TEXT: &str = "citadel health probe";
 
 pub struct RemoteModel {
     info: ModelInfo,
-    call: Arc<EmbedCall>,
     batch_size: usize,
     chunk_concurrency: usize,
     attempt_timeout: Duration,
+    recipe: Recipe,
+    routed: RwLock<Arc<Routed>>,
+    /// The current router's state, mirrored: watchers of the model outlive a replaced router.
+    state: watch::Sender<ModelState>,
+}
+
+/// What a router over a set of servers is built with, at start and on every replacement.
+struct Recipe {
+    protocol: Protocol,
+    upstream_model: String,
+    dimensions: usize,
+    attempt_timeout: Duration,
+    probe_interval: Option<Duration>,
+    clients: ClientPool,
+}
+
+/// One set of servers: its router, the calls built for it, and the task mirroring its state
+/// into the model's.
+struct Routed {
     router: Arc<Router>,
+    call: Arc<EmbedCall>,
+    mirror: JoinHandle<()>,
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        // The router stops its probes itself when the last request on it is done.
+        self.mirror.abort();
+    }
 }
 
 /// What one attempt needs, shared with the probes (which must not keep the model alive).
@@ -63,26 +97,31 @@ impl EmbedCall {
     }
 }
 
-impl RemoteModel {
-    /// Builds the model's router and starts its probes; needs a Tokio runtime.
-    pub fn start(settings: RemoteSettings, clients: &ClientPool) -> Result<Arc<Self>, String> {
-        let router = Arc::new(Router::new(settings.router, clients)?);
+impl Recipe {
+    /// A router over `settings`' endpoints, its calls, its probes, and a task mirroring its
+    /// state into `state`; needs a Tokio runtime.
+    fn route(
+        &self,
+        settings: RouterSettings,
+        state: &watch::Sender<ModelState>,
+    ) -> Result<Routed, String> {
+        let router = Arc::new(Router::new(settings, &self.clients)?);
         let urls = router
             .endpoints()
             .iter()
             .map(|e| {
-                let url = settings.protocol.embed_url(e.base().as_str());
+                let url = self.protocol.embed_url(e.base().as_str());
                 reqwest::Url::parse(&url)
                     .map_err(|err| format!("`{url}` is not a valid URL: {err}"))
             })
             .collect::<Result<_, _>>()?;
         let call = Arc::new(EmbedCall {
-            protocol: settings.protocol,
-            upstream_model: settings.upstream_model,
-            dimensions: settings.info.dimensions as usize,
+            protocol: self.protocol,
+            upstream_model: self.upstream_model.clone(),
+            dimensions: self.dimensions,
             urls,
         });
-        if let Some(interval) = settings.probe_interval {
+        if let Some(interval) = self.probe_interval {
             let probe_call = call.clone();
             let probe: Probe = Arc::new(move |attempt| {
                 let call = probe_call.clone();
@@ -92,30 +131,82 @@ impl RemoteModel {
                 }
                 .boxed()
             });
-            router.start_probes(interval, settings.attempt_timeout, probe);
+            router.start_probes(interval, self.attempt_timeout, probe);
         }
+        let mut changes = router.watch_state();
+        let state = state.clone();
+        let mirror = tokio::spawn(async move {
+            loop {
+                state.send_replace(changes.borrow_and_update().clone());
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Routed {
+            router,
+            call,
+            mirror,
+        })
+    }
+}
+
+impl RemoteModel {
+    /// Builds the model's router and starts its probes; needs a Tokio runtime.
+    pub fn start(settings: RemoteSettings, clients: &ClientPool) -> Result<Arc<Self>, String> {
+        let recipe = Recipe {
+            protocol: settings.protocol,
+            upstream_model: settings.upstream_model,
+            dimensions: settings.info.dimensions as usize,
+            attempt_timeout: settings.attempt_timeout,
+            probe_interval: settings.probe_interval,
+            clients: clients.clone(),
+        };
+        let (state, _) = watch::channel(ModelState::Ready);
+        let routed = recipe.route(settings.router, &state)?;
         Ok(Arc::new(RemoteModel {
             info: settings.info,
-            call,
             batch_size: settings.batch_size.max(1),
             chunk_concurrency: settings.chunk_concurrency.max(1),
             attempt_timeout: settings.attempt_timeout,
-            router,
+            recipe,
+            routed: RwLock::new(Arc::new(routed)),
+            state,
         }))
+    }
+
+    /// Serves the next requests from `router`'s servers (a configuration reload). Requests in
+    /// flight finish on the servers they started with. The new servers start afresh: closed
+    /// breakers, no latency estimate. An error (no endpoint, a bad URL) leaves the old set.
+    pub fn replace_endpoints(&self, router: RouterSettings) -> Result<(), String> {
+        let routed = Arc::new(self.recipe.route(router, &self.state)?);
+        let old = std::mem::replace(
+            &mut *self.routed.write().unwrap_or_else(PoisonError::into_inner),
+            routed,
+        );
+        // Its state no longer speaks for the model, even while old requests still use it.
+        old.mirror.abort();
+        Ok(())
+    }
+
+    fn routed(&self) -> Arc<Routed> {
+        Arc::clone(&self.routed.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// One chunk, routed with retries across endpoints.
     async fn embed_chunk(
         &self,
+        routed: &Routed,
         inputs: &[String],
         truncate: bool,
         deadline: Option<Instant>,
     ) -> Result<Answer, EmbedError> {
-        let body = self.call.body(inputs, truncate);
+        let body = routed.call.body(inputs, truncate);
         let (name, count) = (&self.info.name, inputs.len());
-        self.router
+        routed
+            .router
             .call(name, None, deadline, self.attempt_timeout, |attempt| {
-                self.call.run(attempt, body.clone(), count)
+                routed.call.run(attempt, body.clone(), count)
             })
             .await
             .map_err(|e| self.embed_error(e))
@@ -155,11 +246,11 @@ impl Backend for RemoteModel {
     }
 
     fn state(&self) -> ModelState {
-        self.router.state()
+        self.state.borrow().clone()
     }
 
     fn watch_state(&self) -> watch::Receiver<ModelState> {
-        self.router.watch_state()
+        self.state.subscribe()
     }
 
     /// Splits the inputs into chunks of `batch_size`, sends up to `chunk_concurrency` at once,
@@ -168,11 +259,12 @@ impl Backend for RemoteModel {
     async fn embed(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError> {
         let started = Instant::now();
         let (truncate, deadline) = (request.truncate, request.deadline);
+        let routed = self.routed();
         // Futures do nothing until polled: `buffered` starts at most `chunk_concurrency`.
         let chunks: Vec<_> = request
             .inputs
             .chunks(self.batch_size)
-            .map(|chunk| self.embed_chunk(chunk, truncate, deadline))
+            .map(|chunk| self.embed_chunk(&routed, chunk, truncate, deadline))
             .collect();
         let answers: Vec<Answer> = stream::iter(chunks)
             .buffered(self.chunk_concurrency)
@@ -196,10 +288,10 @@ impl Backend for RemoteModel {
     }
 
     fn endpoints(&self) -> Vec<EndpointView> {
-        self.router.views()
+        self.routed().router.views()
     }
 
     fn close(&self) {
-        self.router.close();
+        self.routed().router.close();
     }
 }
