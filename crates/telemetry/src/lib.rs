@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod filter;
 pub mod trace;
 
 use std::sync::{Arc, OnceLock};
@@ -17,8 +18,10 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 use tracing::{Level, Metadata};
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, reload, util::SubscriberInitExt,
+    EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt,
 };
+
+use filter::LiveFilter;
 
 pub use trace::{TraceGuard, TraceSettings};
 
@@ -42,12 +45,10 @@ pub fn init_logging(
     let fixed = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let directive = fixed.clone().unwrap_or_else(|| level.to_string());
     let Some(settings) = traces else {
-        // Traces off: the one global filter, as without tracing support, behind a reload
-        // handle (SIGHUP). Callsite answers stay cached and are rebuilt on a reload; the
-        // handle adds an uncontended read lock where the filter sees spans (new, enter,
-        // exit). Not re-measured against the 0.994x A/B in BENCHMARKS.md.
-        let (filter, handle) = reload::Layer::new(logs_filter(&directive)?);
-        remember_reload(fixed, move |f| handle.reload(f));
+        // Traces off: the one global filter, as without tracing support, replaceable on
+        // SIGHUP (`filter.rs`: no lock per span or event).
+        let filter = LiveFilter::new(logs_filter(&directive)?, &directive);
+        remember_reload(fixed, filter.clone());
         return tracing_subscriber::registry()
             .with(filter)
             .with(log_layer(json))
@@ -74,8 +75,8 @@ pub fn init_logging(
         .with_location(false)
         .with_threads(false)
         .with_filter(wanted);
-    let (filter, handle) = reload::Layer::new(logs_filter(&directive)?);
-    remember_reload(fixed, move |f| handle.reload(f));
+    let filter = LiveFilter::new(logs_filter(&directive)?, &directive);
+    remember_reload(fixed, filter.clone());
     tracing_subscriber::registry()
         .with(log_layer(json).with_filter(filter))
         .with(spans)
@@ -92,16 +93,11 @@ fn logs_filter(directive: &str) -> Result<EnvFilter, TelemetryError> {
         .map_err(|e| TelemetryError::Filter(directive.to_string(), e.to_string()))
 }
 
-type Reload = Box<dyn Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync>;
+/// The installed log filter, and the `RUST_LOG` that pins it, if any.
+static RELOAD: OnceLock<(Option<String>, LiveFilter)> = OnceLock::new();
 
-/// The installed filter's reload handle, and the `RUST_LOG` that pins it, if any.
-static RELOAD: OnceLock<(Option<String>, Reload)> = OnceLock::new();
-
-fn remember_reload(
-    fixed: Option<String>,
-    reload: impl Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync + 'static,
-) {
-    let _ = RELOAD.set((fixed, Box::new(reload)));
+fn remember_reload(fixed: Option<String>, filter: LiveFilter) {
+    let _ = RELOAD.set((fixed, filter));
 }
 
 /// What a new `log.level` did.
@@ -114,7 +110,7 @@ pub enum LevelChange {
 
 /// Replaces the log filter with `level` (a `log.level` value) while the process runs.
 pub fn set_log_level(level: &str) -> Result<LevelChange, TelemetryError> {
-    let Some((fixed, reload)) = RELOAD.get() else {
+    let Some((fixed, filter)) = RELOAD.get() else {
         return Err(TelemetryError::Subscriber(
             "no log subscriber installed".into(),
         ));
@@ -122,7 +118,7 @@ pub fn set_log_level(level: &str) -> Result<LevelChange, TelemetryError> {
     if let Some(pinned) = fixed {
         return Ok(LevelChange::PinnedByRustLog(pinned.clone()));
     }
-    reload(logs_filter(level)?).map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    filter.replace(logs_filter(level)?, level);
     Ok(LevelChange::Applied)
 }
 
