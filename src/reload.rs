@@ -180,7 +180,8 @@ fn apply(mut current: Config, next: Config, live: &Live) -> Config {
     let (endpoints, endpoints_failed) = apply_endpoints(&changed, &mut current, &next, live);
     failed |= endpoints_failed;
     let applied = |key: &str| {
-        (key == "log.level" && current.log.level == next.log.level)
+        // Whatever its outcome, log.level was answered above: a restart would not change it.
+        key == "log.level"
             || (is_roles_key(key) && roles_applied)
             || endpoints.iter().any(|k| k == key)
     };

@@ -1,8 +1,8 @@
 //! Traces over real sockets: a stand-in OTLP collector receives the spans of one embedding
 //! request (in process, with Redis; and through an Ollama stand-in), one LLM request and one
 //! workflow (its submit, then its run in the worker), each a single trace under the caller's
-//! `traceparent`, every hop the child of the one before; the upstream servers (Ollama, vLLM, Qdrant) receive the trace too, and the log
-//! lines name it.
+//! `traceparent`, every hop the child of the one before; the upstream servers (Ollama, vLLM,
+//! Qdrant) receive the trace too, and the log lines name it.
 
 use std::time::{Duration, Instant};
 

@@ -207,8 +207,9 @@ impl Backend for OnnxModel {
     }
 
     async fn embed(&self, request: BackendRequest) -> Result<BackendOutput, EmbedError> {
-        // Traces only (the target the logs leave out): the tokenizer, the batcher's queue and
-        // the run, as one span; a remote backend's router opens its own per attempt.
+        // Traces only (`citadel_telemetry::trace::TARGET`, which the logs leave out): the
+        // tokenizer, the batcher's queue and the run, as one span; a remote backend's router
+        // opens its own per attempt.
         let span = tracing::info_span!(target: "citadel::trace", "model.run", backend = "onnx",
             inputs = request.inputs.len());
         self.run(request).instrument(span).await

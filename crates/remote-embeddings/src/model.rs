@@ -4,7 +4,10 @@
 //! reload): a request keeps the router it started on, the next one takes the new set.
 
 use std::{
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -32,6 +35,11 @@ pub struct RemoteModel {
     routed: RwLock<Arc<Routed>>,
     /// The current router's state, mirrored: watchers of the model outlive a replaced router.
     state: watch::Sender<ModelState>,
+    /// Which router's mirror may write `state`: bumped before a new one is built, so a
+    /// replaced router's last transitions never land after the new router's.
+    generation: Arc<AtomicU64>,
+    /// Set by `close` (shutdown): no new router, so no new probes, after it.
+    closed: AtomicBool,
 }
 
 /// What a router over a set of servers is built with, at start and on every replacement.
@@ -104,6 +112,7 @@ impl Recipe {
         &self,
         settings: RouterSettings,
         state: &watch::Sender<ModelState>,
+        generation: &Arc<AtomicU64>,
     ) -> Result<Routed, String> {
         let router = Arc::new(Router::new(settings, &self.clients)?);
         let urls = router
@@ -134,10 +143,19 @@ impl Recipe {
             router.start_probes(interval, self.attempt_timeout, probe);
         }
         let mut changes = router.watch_state();
-        let state = state.clone();
+        let (state, generation) = (state.clone(), Arc::clone(generation));
+        let mine = generation.load(Ordering::SeqCst);
         let mirror = tokio::spawn(async move {
             loop {
-                state.send_replace(changes.borrow_and_update().clone());
+                let now = changes.borrow_and_update().clone();
+                // Checked inside the sender's lock: no write after a newer router's.
+                state.send_if_modified(|held| {
+                    let current = generation.load(Ordering::SeqCst) == mine;
+                    if current {
+                        *held = now;
+                    }
+                    current
+                });
                 if changes.changed().await.is_err() {
                     return;
                 }
@@ -163,7 +181,8 @@ impl RemoteModel {
             clients: clients.clone(),
         };
         let (state, _) = watch::channel(ModelState::Ready);
-        let routed = recipe.route(settings.router, &state)?;
+        let generation = Arc::new(AtomicU64::new(0));
+        let routed = recipe.route(settings.router, &state, &generation)?;
         Ok(Arc::new(RemoteModel {
             info: settings.info,
             batch_size: settings.batch_size.max(1),
@@ -172,6 +191,8 @@ impl RemoteModel {
             recipe,
             routed: RwLock::new(Arc::new(routed)),
             state,
+            generation,
+            closed: AtomicBool::new(false),
         }))
     }
 
@@ -179,7 +200,20 @@ impl RemoteModel {
     /// flight finish on the servers they started with. The new servers start afresh: closed
     /// breakers, no latency estimate. An error (no endpoint, a bad URL) leaves the old set.
     pub fn replace_endpoints(&self, router: RouterSettings) -> Result<(), String> {
-        let routed = Arc::new(self.recipe.route(router, &self.state)?);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err("the model is shutting down".to_string());
+        }
+        // From here the old router's mirror writes nothing more, even before it is aborted.
+        let before = self.generation.fetch_add(1, Ordering::SeqCst);
+        let routed = match self.recipe.route(router, &self.state, &self.generation) {
+            Ok(routed) => Arc::new(routed),
+            Err(e) => {
+                // The old router stays: its mirror speaks for the model again.
+                self.generation.store(before, Ordering::SeqCst);
+                self.state.send_replace(self.routed().router.state());
+                return Err(e);
+            }
+        };
         let old = std::mem::replace(
             &mut *self.routed.write().unwrap_or_else(PoisonError::into_inner),
             routed,
@@ -292,6 +326,7 @@ impl Backend for RemoteModel {
     }
 
     fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         self.routed().router.close();
     }
 }

@@ -1,12 +1,14 @@
-//! The log lines' filter, replaceable while the process runs (`set_log_level`, SIGHUP) without
-//! a cost per span or event.
+//! The log lines' filter, replaceable while the process runs (`set_log_level`, SIGHUP). With
+//! traces off and no span directive, it costs nothing per span or event.
 //!
 //! `tracing_subscriber::reload` would do the swap, but it takes a lock at every span's new,
 //! enter, exit and close, and an `EnvFilter` takes its own there too: at several polls per
 //! request on two cores, that measured about 4 % of the traces-off benchmark. Here only the
 //! callsite questions reach the filter (answered once per callsite and cached, the caches
 //! rebuilt on a swap). The span hooks are forwarded only when the directive filters on spans
-//! (`target[span{field=value}]=level`), the one case where the `EnvFilter` needs them.
+//! (`target[span{field=value}]=level`), the one case where the `EnvFilter` needs them. With
+//! traces on, the span exporter answers many callsites differently, so those ask `enabled`
+//! per span or event (a read lock, as `reload` took too).
 
 use std::sync::{
     Arc, PoisonError, RwLock, RwLockReadGuard,

@@ -46,7 +46,7 @@ pub fn init_logging(
     let directive = fixed.clone().unwrap_or_else(|| level.to_string());
     let Some(settings) = traces else {
         // Traces off: the one global filter, as without tracing support, replaceable on
-        // SIGHUP (`filter.rs`: no lock per span or event).
+        // SIGHUP (`filter.rs`: with no span directive, no lock per span or event).
         let filter = LiveFilter::new(logs_filter(&directive)?, &directive);
         remember_reload(fixed, filter.clone());
         return tracing_subscriber::registry()

@@ -187,7 +187,8 @@ impl Workflows {
     /// A FAILURE or CANCELLED workflow queued again with fresh attempts.
     pub async fn retry(&self, viewer: &Viewer, id: &str) -> Result<Workflow, WorkflowError> {
         self.get(viewer, id).await?;
-        Ok(self.store.retry(id).await?)
+        let trace_context = citadel_telemetry::trace::traceparent();
+        Ok(self.store.retry(id, trace_context).await?)
     }
 
     /// Unfinished workflows the viewer may see, by state (of one kind when given).

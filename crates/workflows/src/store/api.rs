@@ -186,7 +186,13 @@ impl Store {
     }
 
     /// Queues a FAILURE or CANCELLED workflow again, with its attempts reset.
-    pub async fn retry(&self, id: &str) -> Result<Workflow, StoreError> {
+    /// Queues a FAILURE or CANCELLED workflow again; its next run joins `trace_context` (the
+    /// retry request's trace), not the first submit's.
+    pub async fn retry(
+        &self,
+        id: &str,
+        trace_context: Option<String>,
+    ) -> Result<Workflow, StoreError> {
         known_shape(id)?;
         let now = now_us();
         let stmt = self.statement(
@@ -194,9 +200,9 @@ impl Store {
              cancel_requested = FALSE, progress_done = 0, progress_total = 0, \
              progress_message = '', run_at_us = $1, started_us = NULL, finished_us = NULL, \
              expires_us = NULL, lease_expires_us = NULL, updated_us = $1, \
-             version = version + 1 \
+             version = version + 1, trace_context = $3 \
              WHERE id = $2 AND state IN ('FAILURE', 'CANCELLED') RETURNING *",
-            vec![now.into(), id.into()],
+            vec![now.into(), id.into(), trace_context.into()],
         );
         if let Some(w) = self.write_rows(stmt).await?.pop() {
             return Ok(w);
