@@ -10,11 +10,11 @@
 use std::sync::{Arc, OnceLock};
 
 use citadel_auth::Policy;
-
-use crate::models::RemoteModels;
 use citadel_config::{Config, ConfigError};
 use citadel_telemetry::LevelChange;
 use serde_json::Value;
+
+use crate::models::RemoteModels;
 
 /// Loads the configuration the way the process was started.
 pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
