@@ -236,8 +236,26 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failed test shows the server's last words: a flake on CI is then diagnosable.
+        if thread::panicking() {
+            let logs = self.logs();
+            // Without the access log's line per request, which would crowd the rest out.
+            let lines: Vec<&str> = logs
+                .lines()
+                .filter(|l| !l.contains(r#""target":"tower_http::trace"#))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- the server's last {} log lines\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// Log lines a failed test prints from its server.
+const LOG_TAIL: usize = 60;
 
 /// A self-signed end-entity certificate for 127.0.0.1, made with `openssl` into `dir`:
 /// (certificate path, key path).

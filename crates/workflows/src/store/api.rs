@@ -1,12 +1,14 @@
 //! What clients ask of the store: submit (with idempotency keys), get, list, cancel, retry.
 
+use std::sync::LazyLock;
+
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, Iterable, QueryFilter, QueryOrder,
     QuerySelect, Value, sea_query::Expr,
 };
 
 use super::{
-    Store, StoreError,
+    RETURNING, Store, StoreError,
     entity::{Column, Entity},
 };
 use crate::{ListFilter, NewWorkflow, Page, State, Workflow, now_us};
@@ -20,11 +22,16 @@ pub enum CancelOutcome {
     Requested(Workflow),
 }
 
-const INSERT: &str = "INSERT INTO workflows (id, kind, params, state, priority, max_attempts, \
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO workflows (id, kind, params, state, priority, max_attempts, \
     initial_backoff_ms, max_backoff_ms, time_limit_ms, idempotency_key, created_us, \
     updated_us, run_at_us, version, owner, trace_context) \
     VALUES ($1, $2, $3, 'PENDING', $4, $5, $6, $7, $8, $9, $10, $10, $11, 1, $12, $13) \
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *";
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING {}",
+        *RETURNING
+    )
+});
 
 impl Store {
     /// Queues `new`. Returns the workflow and whether it was created: an idempotency key seen
@@ -54,7 +61,7 @@ impl Store {
             new.owner.clone().into(),
             new.trace_context.clone().into(),
         ];
-        let stmt = self.statement(INSERT, values);
+        let stmt = self.statement(&INSERT, values);
         if let Some(created) = self.write_rows(stmt).await?.pop() {
             crate::metrics::metrics().submitted(&new.kind, true);
             return Ok((created, true));
@@ -148,19 +155,25 @@ impl Store {
         for _ in 0..4 {
             let now = now_us();
             let queued = self.statement(
-                "UPDATE workflows SET state = 'CANCELLED', cancel_requested = TRUE, \
-                 error = 'cancelled before it started', finished_us = $1, updated_us = $1, \
-                 expires_us = $2, version = version + 1 \
-                 WHERE id = $3 AND state IN ('PENDING', 'RETRY') RETURNING *",
+                &format!(
+                    "UPDATE workflows SET state = 'CANCELLED', cancel_requested = TRUE, \
+                     error = 'cancelled before it started', finished_us = $1, updated_us = $1, \
+                     expires_us = $2, version = version + 1 \
+                     WHERE id = $3 AND state IN ('PENDING', 'RETRY') {}",
+                    *RETURNING
+                ),
                 vec![now.into(), self.expiry(now).into(), id.into()],
             );
             if let Some(w) = self.write_rows(queued).await?.pop() {
                 return Ok(CancelOutcome::Cancelled(w));
             }
             let running = self.statement(
-                "UPDATE workflows SET cancel_requested = TRUE, updated_us = $1, \
-                 version = version + 1 \
-                 WHERE id = $2 AND state = 'STARTED' AND cancel_requested = FALSE RETURNING *",
+                &format!(
+                    "UPDATE workflows SET cancel_requested = TRUE, updated_us = $1, \
+                     version = version + 1 \
+                     WHERE id = $2 AND state = 'STARTED' AND cancel_requested = FALSE {}",
+                    *RETURNING
+                ),
                 vec![now.into(), id.into()],
             );
             if let Some(w) = self.write_rows(running).await?.pop() {
@@ -195,15 +208,16 @@ impl Store {
     ) -> Result<Workflow, StoreError> {
         known_shape(id)?;
         let now = now_us();
-        let stmt = self.statement(
+        let sql = format!(
             "UPDATE workflows SET state = 'PENDING', attempts = 0, error = NULL, result = NULL, \
              cancel_requested = FALSE, progress_done = 0, progress_total = 0, \
              progress_message = '', run_at_us = $1, started_us = NULL, finished_us = NULL, \
              expires_us = NULL, lease_expires_us = NULL, updated_us = $1, \
              version = version + 1, trace_context = $3 \
-             WHERE id = $2 AND state IN ('FAILURE', 'CANCELLED') RETURNING *",
-            vec![now.into(), id.into(), trace_context.into()],
+             WHERE id = $2 AND state IN ('FAILURE', 'CANCELLED') {}",
+            *RETURNING
         );
+        let stmt = self.statement(&sql, vec![now.into(), id.into(), trace_context.into()]);
         if let Some(w) = self.write_rows(stmt).await?.pop() {
             return Ok(w);
         }

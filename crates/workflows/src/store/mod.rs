@@ -7,13 +7,18 @@ pub mod backup;
 pub(crate) mod entity;
 pub(crate) mod migration;
 mod queue;
+#[cfg(test)]
+mod schema_tests;
 mod writer;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
-    Value,
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Iterable,
+    Statement, Value,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::Notify;
@@ -46,6 +51,19 @@ impl From<DbErr> for StoreError {
         StoreError::Unavailable(e.to_string())
     }
 }
+
+/// `RETURNING` with the entity's columns by name, never `*`. A `*` statement's columns are
+/// counted when it is prepared, against the schema the connection last read; SQLite prepares
+/// it again at its first step if a migration (this process's, at start, or a newer release's
+/// while this one serves) has since added a column, and sqlx, which keeps the first count,
+/// then reads past its column list and its worker thread panics (seen on CI: a connection
+/// opened during the migrations, a claim whose workflow then never ran). Named columns are
+/// the same count under every schema that has them.
+pub(crate) static RETURNING: LazyLock<String> = LazyLock::new(|| {
+    use sea_orm::Iden;
+    let columns: Vec<String> = entity::Column::iter().map(|c| c.to_string()).collect();
+    format!("RETURNING {}", columns.join(", "))
+});
 
 /// A handle on the workflow database; cheap to clone.
 #[derive(Clone)]

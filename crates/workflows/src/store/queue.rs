@@ -97,9 +97,9 @@ impl Store {
              started_us = $2, lease_expires_us = $3, updated_us = $2, version = version + 1 \
              WHERE id IN (SELECT id FROM workflows \
                WHERE state IN ('PENDING', 'RETRY') AND run_at_us <= $2 AND kind IN ({}) \
-               ORDER BY priority DESC, run_at_us, created_us LIMIT $4 {lock}) \
-             RETURNING *",
-            kind_params.join(", ")
+               ORDER BY priority DESC, run_at_us, created_us LIMIT $4 {lock}) {returning}",
+            kind_params.join(", "),
+            returning = *super::RETURNING,
         );
         let mut values: Vec<Value> = vec![
             worker.into(),
