@@ -199,8 +199,29 @@ async fn retries_then_success(store: Store) {
     let mut c = client(&server).await;
     let mut request = submit("sleep", json!({"ms": 10, "fail_attempts": 2}));
     request.retry = fast_retries(3);
+    // Watched before the submit: a Watch of one id opened after it starts at the current
+    // state, and three fast attempts can be over by then.
+    let every_sleep = WatchWorkflowsRequest {
+        kinds: vec!["sleep".into()],
+        ..Default::default()
+    };
+    let mut stream = c.watch(every_sleep).await.unwrap().into_inner();
     let w = send(&mut c, request).await;
-    let events = watch_to_end(&mut c, &w.id, Duration::from_secs(20)).await;
+    let mut events = Vec::new();
+    let collect = async {
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            let done = event.state() == WorkflowState::Success;
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), collect)
+        .await
+        .expect("the workflow's events within 20 s");
+    assert!(events.iter().all(|e| e.workflow_id == w.id), "{events:?}");
     let retries = events
         .iter()
         .filter(|e| e.state() == WorkflowState::Retry)
