@@ -1,32 +1,34 @@
 //! Requests and tokens per minute per principal, as GCRA (one "theoretical arrival time" per
-//! principal and dimension). Shared through Redis when `cache.redis_url` is set: one Lua script,
-//! one round trip per request, timed by Redis's own clock so replicas agree. Redis failing
-//! degrades to per-process counts for a second at a time, never to an error.
+//! principal and dimension). Shared through Redis when `cache.redis_url` is set, timed by
+//! Redis's own clock so replicas agree (`redis.rs`); a busy principal's requests are admitted
+//! from slices of its budget leased to this process, a round trip per slice (`lease.rs`).
+//! Redis failing degrades to per-process counts for a second at a time, never to an error.
 //!
 //! Tokens are debited after the fact (an embedding's input tokens, a completion's usage when
 //! it ends): a request is admitted while any of the minute's token budget is left, and a
 //! request that overspends makes the next ones wait, as the budget's debt drains. With Redis,
-//! a debit rides on the principal's next admission (the same round trip), and what is still
-//! pending after `FLUSH_EVERY` is written on its own: another replica sees a debit at most
-//! that late.
+//! a debit rides on the principal's next round trip, and what is still pending after
+//! `FLUSH_EVERY` is written on its own: another replica sees a debit at most that late (plus
+//! a slice's life).
+
+mod lease;
+mod redis;
+#[cfg(test)]
+mod shared_tests;
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use bb8_redis::RedisConnectionManager;
-
+use self::{lease::Leases, redis::RedisLimits};
 use crate::permission::Limits;
 
 const PERIOD_US: u64 = 60_000_000;
 /// After a Redis failure, per-process counts for this long before trying Redis again.
 const DEGRADED_FOR: Duration = Duration::from_secs(1);
-/// Token debits no admission carried are written this often.
+/// Token debits no round trip carried are written this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 /// What the caller's budgets look like after this request: OpenAI's `x-ratelimit-*`.
@@ -60,21 +62,7 @@ pub(crate) struct Limiter {
     local: Mutex<HashMap<String, Tats>>,
     epoch: Instant,
     redis: Option<RedisLimits>,
-}
-
-struct RedisLimits {
-    pool: bb8::Pool<RedisConnectionManager>,
-    prefix: String,
-    timeout: Duration,
-    admit: redis::Script,
-    debit: redis::Script,
-    /// Token debits (microseconds of the token budget) waiting for the principal's next
-    /// admission or the flush.
-    pending: Mutex<HashMap<String, u64>>,
-    /// Microseconds on the limiter's clock until which Redis is skipped.
-    degraded_until: AtomicU64,
-    degraded: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    leases: Leases,
 }
 
 /// For `/health/detailed`.
@@ -87,39 +75,6 @@ pub struct LimiterStatus {
     pub last_error: Option<String>,
 }
 
-const ADMIT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local ri, ti, p, debt = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local rtat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-local ttat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
-if debt > 0 then
-  ttat = ttat + debt
-  redis.call('SET', KEYS[2], string.format('%.0f', ttat), 'PX', math.ceil((ttat - now) / 1000) + 1)
-end
-local allowed, retry = 1, 0
-if ti > 0 and ttat - now >= p then
-  allowed, retry = 0, ttat - now - p + ti
-end
-local next = rtat + ri
-if ri > 0 and next - now > p then
-  allowed, retry = 0, math.max(retry, next - now - p)
-end
-if allowed == 1 and ri > 0 then
-  rtat = next
-  redis.call('SET', KEYS[1], string.format('%.0f', rtat), 'PX', math.ceil((rtat - now) / 1000) + 1)
-end
-return {allowed, string.format('%.0f', retry), string.format('%.0f', rtat - now), string.format('%.0f', ttat - now)}
-";
-
-const DEBIT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + tonumber(ARGV[1])
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-return 1
-";
-
 impl Limiter {
     /// `redis_url`: share the counts; a malformed URL is an error (a Redis that is down is not).
     pub(crate) fn new(
@@ -129,31 +84,11 @@ impl Limiter {
     ) -> Result<Limiter, String> {
         let redis = match redis_url {
             None => None,
-            Some(url) => {
-                let manager = RedisConnectionManager::new(url)
-                    .map_err(|e| format!("cache.redis_url `{url}` is not a Redis URL: {e}"))?;
-                let pool = bb8::Pool::builder()
-                    .max_size(16)
-                    .connection_timeout(timeout)
-                    .test_on_check_out(false)
-                    .build_unchecked(manager);
-                Some(RedisLimits {
-                    pool,
-                    prefix: format!("{prefix}:rl:"),
-                    timeout,
-                    admit: redis::Script::new(ADMIT),
-                    debit: redis::Script::new(DEBIT),
-                    pending: Mutex::new(HashMap::new()),
-                    degraded_until: AtomicU64::new(0),
-                    degraded: AtomicBool::new(false),
-                    last_error: Mutex::new(None),
-                })
-            }
+            Some(url) => Some(RedisLimits::new(url, prefix, timeout)?),
         };
         Ok(Limiter {
-            local: Mutex::new(HashMap::new()),
-            epoch: Instant::now(),
             redis,
+            ..Limiter::local()
         })
     }
 
@@ -163,6 +98,7 @@ impl Limiter {
             local: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             redis: None,
+            leases: Leases::default(),
         }
     }
 
@@ -174,15 +110,32 @@ impl Limiter {
     pub(crate) async fn admit(&self, id: &str, limits: Limits) -> Verdict {
         let (ri, ti) = (interval(limits.rpm), interval(limits.tpm));
         if let Some(redis) = self.redis.as_ref().filter(|r| r.usable(self.now_us())) {
+            let slot = self.leases.slot(id, self.now_us());
+            if let Some(used) = slot.take(self.now_us(), limits, ri, ti) {
+                return verdict(limits, ri, ti, used);
+            }
+            let _refilling = slot.refill.lock().await;
+            // Another request may have brought a slice while this one waited.
+            if let Some(used) = slot.take(self.now_us(), limits, ri, ti) {
+                return verdict(limits, ri, ti, used);
+            }
+            let ask = slot.ask(self.now_us(), limits, ri);
             let debt = redis.take_pending(id);
-            match redis.admit(id, ri, ti, debt).await {
-                Ok(used) => return verdict(limits, ri, ti, used),
+            match redis.lease(id, (ri, ti), debt, ask.want, ask.refund).await {
+                Ok(grant) => {
+                    let used = slot.granted(self.now_us(), limits, ri, grant);
+                    return verdict(limits, ri, ti, used);
+                }
                 Err(e) => {
                     redis.failed(&e, self.now_us());
                     self.debit_local(id, debt);
                 }
             }
         }
+        self.admit_local(id, ri, ti, limits)
+    }
+
+    fn admit_local(&self, id: &str, ri: u64, ti: u64, limits: Limits) -> Verdict {
         let now = self.now_us();
         let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
         if local.len() > 16_384 {
@@ -211,12 +164,15 @@ impl Limiter {
     pub(crate) fn debit_tokens(self: &Arc<Self>, id: &str, tpm: u64, tokens: u64) {
         let cost = interval(tpm).saturating_mul(tokens);
         match self.redis.as_ref().filter(|r| r.usable(self.now_us())) {
-            Some(redis) => redis.add_pending(id, cost),
+            Some(redis) => {
+                redis.add_pending(id, cost);
+                self.leases.debit(id, cost);
+            }
             None => self.debit_local(id, cost),
         }
     }
 
-    /// Writes the debits no admission carried, every `FLUSH_EVERY`, for as long as the
+    /// Writes the debits no round trip carried, every `FLUSH_EVERY`, for as long as the
     /// runtime runs (only with Redis).
     pub(crate) fn start_flush(self: &Arc<Self>) {
         if self.redis.is_none() {
@@ -277,88 +233,6 @@ impl Limiter {
     }
 }
 
-impl RedisLimits {
-    fn take_pending(&self, id: &str) -> u64 {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.remove(id).unwrap_or(0)
-    }
-
-    fn add_pending(&self, id: &str, cost: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let debt = pending.entry(id.to_string()).or_default();
-        *debt = debt.saturating_add(cost);
-    }
-
-    fn usable(&self, now: u64) -> bool {
-        self.degraded_until.load(Ordering::Acquire) <= now
-    }
-
-    fn failed(&self, error: &str, now: u64) {
-        let until = now + u64::try_from(DEGRADED_FOR.as_micros()).unwrap_or(u64::MAX);
-        self.degraded_until.store(until, Ordering::Release);
-        if !self.degraded.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
-                error,
-                "rate limits: Redis failed, counting per process for now"
-            );
-        }
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error.to_string());
-        }
-    }
-
-    async fn admit(
-        &self,
-        id: &str,
-        ri: u64,
-        ti: u64,
-        debt: u64,
-    ) -> Result<(bool, u64, u64, u64), String> {
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            let (allowed, retry, used_r, used_t): (i64, String, String, String) = self
-                .admit
-                .key(format!("{}{id}:r", self.prefix))
-                .key(format!("{}{id}:t", self.prefix))
-                .arg(ri)
-                .arg(ti)
-                .arg(PERIOD_US)
-                .arg(debt)
-                .invoke_async(&mut *conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            let num = |s: &str| s.parse::<f64>().map(|v| v.max(0.0) as u64);
-            match (num(&retry), num(&used_r), num(&used_t)) {
-                (Ok(r), Ok(u), Ok(t)) => Ok((allowed == 1, r, u, t)),
-                _ => Err("the rate-limit script answered something unexpected".to_string()),
-            }
-        };
-        let answer = tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {}ms", self.timeout.as_millis())));
-        if answer.is_ok() && self.degraded.swap(false, Ordering::AcqRel) {
-            tracing::info!("rate limits: Redis answers again; counts are shared");
-        }
-        answer
-    }
-
-    async fn debit(&self, key: &str, cost: u64) -> Result<(), String> {
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            self.debit
-                .key(key)
-                .arg(cost)
-                .invoke_async::<i64>(&mut *conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(self.timeout * 4, work)
-            .await
-            .unwrap_or_else(|_| Err("no answer in time".to_string()))
-    }
-}
-
 /// Microseconds one unit of a per-minute limit costs; 0: unlimited.
 fn interval(per_minute: u64) -> u64 {
     match per_minute {
@@ -368,7 +242,7 @@ fn interval(per_minute: u64) -> u64 {
 }
 
 /// `used`: (allowed, retry after, request budget used, token budget used), in microseconds.
-fn verdict(limits: Limits, ri: u64, ti: u64, used: (bool, u64, u64, u64)) -> Verdict {
+fn verdict(limits: Limits, ri: u64, ti: u64, used: lease::Used) -> Verdict {
     let (allowed, retry, used_r, used_t) = used;
     let remaining = |interval: u64, used: u64| match interval {
         0 => 0,
