@@ -114,23 +114,28 @@ impl Limiter {
             if let Some(used) = slot.take(self.now_us(), limits, ri, ti) {
                 return verdict(limits, ri, ti, used);
             }
-            let _refilling = slot.refill.lock().await;
-            // Another request may have brought a slice while this one waited.
+            let refilling = slot.refill.lock().await;
+            // Another request may have brought a slice (or a refusal) while this one waited,
+            // or Redis failed for it.
             if let Some(used) = slot.take(self.now_us(), limits, ri, ti) {
                 return verdict(limits, ri, ti, used);
             }
-            let ask = slot.ask(self.now_us(), limits, ri);
-            let debt = redis.take_pending(id);
-            match redis.lease(id, (ri, ti), debt, ask.want, ask.refund).await {
-                Ok(grant) => {
-                    let used = slot.granted(self.now_us(), limits, ri, grant);
-                    return verdict(limits, ri, ti, used);
-                }
-                Err(e) => {
-                    redis.failed(&e, self.now_us());
-                    self.debit_local(id, debt);
+            if redis.usable(self.now_us()) {
+                let asked = self.now_us();
+                let ask = slot.ask(asked, limits);
+                let debt = redis.take_pending(id);
+                match redis.lease(id, (ri, ti), debt, ask.want, ask.refund).await {
+                    Ok(grant) => {
+                        let used = slot.granted(asked, limits, ri, grant);
+                        return verdict(limits, ri, ti, used);
+                    }
+                    Err(e) => {
+                        redis.failed(&e, self.now_us());
+                        self.debit_local(id, debt);
+                    }
                 }
             }
+            drop(refilling);
         }
         self.admit_local(id, ri, ti, limits)
     }

@@ -50,13 +50,14 @@ pub(super) struct RedisLimits {
 const LEASE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function px(us) return string.format('%.0f', math.ceil(us / 1000) + 1) end
 local ri, ti, p, debt = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local want, refund = tonumber(ARGV[5]), tonumber(ARGV[6])
 local rtat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0') - refund, now)
 local ttat = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
 if debt > 0 then
   ttat = ttat + debt
-  redis.call('SET', KEYS[2], string.format('%.0f', ttat), 'PX', math.ceil((ttat - now) / 1000) + 1)
+  redis.call('SET', KEYS[2], string.format('%.0f', ttat), 'PX', px(ttat - now))
 end
 local allowed, retry, units = 1, 0, want
 if ti > 0 and ttat - now >= p then
@@ -74,7 +75,7 @@ if allowed == 0 then
 end
 if ri > 0 and (units > 0 or refund > 0) then
   rtat = rtat + units * ri
-  redis.call('SET', KEYS[1], string.format('%.0f', rtat), 'PX', math.ceil((rtat - now) / 1000) + 1)
+  redis.call('SET', KEYS[1], string.format('%.0f', rtat), 'PX', px(rtat - now))
 end
 return {allowed, string.format('%.0f', retry), string.format('%.0f', rtat - now),
   string.format('%.0f', ttat - now), units}
@@ -83,8 +84,9 @@ return {allowed, string.format('%.0f', retry), string.format('%.0f', rtat - now)
 const DEBIT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function px(us) return string.format('%.0f', math.ceil(us / 1000) + 1) end
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + tonumber(ARGV[1])
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', px(tat - now))
 return 1
 ";
 
