@@ -107,6 +107,11 @@ impl Leases {
         }
         if slots.len() >= MAX_PRINCIPALS {
             slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.live(now));
+            if slots.len() >= MAX_PRINCIPALS {
+                // Every slice alive: drop the idle principals' too, or each new principal
+                // would scan the map again. Their units stay spent until they drain.
+                slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+            }
         }
         Arc::clone(slots.entry(id.to_string()).or_default())
     }
