@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the source of truth (README lists them).
-.PHONY: run test models bench bench-upstream bench-cache bench-workflows bench-fairness bench-llm bench-realtime bench-vectors lint check-deploy
+.PHONY: run test models bench bench-upstream bench-auth bench-cache bench-workflows bench-fairness bench-llm bench-realtime bench-vectors lint check-deploy
 run:
 	scripts/run.sh
 test:
@@ -10,6 +10,8 @@ bench:
 	bench/run-embeddings.sh
 bench-upstream:
 	bench/run-upstream.sh
+bench-auth:
+	bench/run-auth.sh
 bench-cache:
 	bench/run-cache.sh
 bench-workflows:
