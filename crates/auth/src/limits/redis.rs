@@ -121,8 +121,11 @@ impl RedisLimits {
 
     pub(super) fn add_pending(&self, id: &str, cost: u64) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let debt = pending.entry(id.to_string()).or_default();
-        *debt = debt.saturating_add(cost);
+        // Every metered request debits: allocate the id only for the first since a flush.
+        match pending.get_mut(id) {
+            Some(debt) => *debt = debt.saturating_add(cost),
+            None => drop(pending.insert(id.to_string(), cost)),
+        }
     }
 
     pub(super) fn usable(&self, now: u64) -> bool {
