@@ -13,6 +13,7 @@ mod protocol;
 mod session;
 mod share;
 mod topics;
+mod workflow_topic;
 
 pub use share::WatchShares;
 
@@ -44,6 +45,8 @@ pub struct WsSettings {
 /// The subprotocol a client may ask for besides its credential.
 const PROTOCOL: &str = "citadel.v1";
 const BEARER_PREFIX: &str = "bearer.";
+/// Bytes one read of a socket takes at most.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// `GET /ws/orchestration`.
 pub async fn orchestration(
@@ -99,6 +102,11 @@ pub async fn orchestration(
     // hard stop that never buffers more.
     let hard = settings.max_message_bytes.saturating_mul(2);
     Ok(upgrade
+        // tungstenite zero-fills this much of its read buffer on every read attempt, and the
+        // session polls a read each time it wakes to write: at the default 128 KiB a fan-out
+        // to a thousand sockets spent a quarter of the edge's CPU in memset. Client messages
+        // are small; a larger one is still read whole, in more reads.
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(hard)
         .max_frame_size(hard)
         .on_upgrade(move |socket| open.track_future(session::run(socket, mesh, caller, settings)))

@@ -1,7 +1,8 @@
 //! One WebSocket connection: reads client frames, runs the subscriptions it asks for, writes
-//! what they produce. The socket is owned by this one task; subscriptions and control calls
-//! run beside it and hand their messages over a bounded queue, so a slow client slows only
-//! its own subscriptions (and its workflow feed is then told `lagged`), never the hub.
+//! what they produce. The socket is owned by this one task. The polled topics and control
+//! calls run beside it and hand their messages over a bounded queue; the `workflows` topic,
+//! once in sync, is read by this task straight off its share (`workflow_topic.rs`). A slow
+//! client slows only itself (its workflow feed is then told `lagged`), never the hub.
 
 use std::{
     collections::HashMap,
@@ -23,6 +24,7 @@ use super::{
     WsSettings, control,
     protocol::{self, ClientMessage, TOPICS},
     topics,
+    workflow_topic::{self, Step, WorkflowTopic},
 };
 use crate::{error::ApiError, mesh_client::Mesh};
 
@@ -46,12 +48,16 @@ impl Drop for Subscription {
 }
 
 pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, settings: WsSettings) {
-    let stopping = mesh.realtime.streams.stopping.clone();
+    // Both made once: a future per loop turn would register with the shutdown token (shared
+    // by every socket, behind one lock) and the timer wheel at every frame written.
+    let stopping = mesh.realtime.streams.stopping.clone().cancelled_owned();
+    tokio::pin!(stopping);
     let (out, mut queued) = mpsc::channel::<Utf8Bytes>(settings.send_queue);
     // The socket's current credential; its subscriptions read it for every call.
     let (credential, _) = watch::channel(mesh);
     let control = Arc::new(Semaphore::new(CONTROL_IN_FLIGHT));
     let mut subscriptions: HashMap<&'static str, Subscription> = HashMap::new();
+    let mut workflows: Option<WorkflowTopic> = None;
     let mut expires = deadline(caller.principal.expires_at);
     let welcome = json!({
         "type": "welcome",
@@ -71,20 +77,16 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
     );
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard = Instant::now();
+    let expired = tokio::time::sleep_until(expires.unwrap_or_else(far_future));
+    tokio::pin!(expired);
     loop {
-        let expired = async move {
-            match expires {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
-            () = stopping.cancelled() => {
+            () = &mut stopping => {
                 close(&mut socket, GOING_AWAY, "the server is shutting down").await;
                 return;
             }
-            () = expired => {
+            () = &mut expired, if expires.is_some() => {
                 close(&mut socket, EXPIRED, "the token expired; send {\"type\":\"auth\"} first")
                     .await;
                 return;
@@ -127,16 +129,25 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
                         continue;
                     }
                 };
+                let before = expires;
                 let context = Context { socket: &mut socket, out: &out,
                     credential: &credential, subscriptions: &mut subscriptions,
-                    settings: &settings, expires: &mut expires, control: &control,
-                    principal: &caller.principal.id };
+                    workflows: &mut workflows, settings: &settings, expires: &mut expires,
+                    control: &control, principal: &caller.principal.id };
                 if context.handle(message).await.is_err() {
                     return;
+                }
+                if expires != before {
+                    expired.as_mut().reset(expires.unwrap_or_else(far_future));
                 }
             }
             Some(text) = queued.recv() => {
                 if write_queued(&mut socket, text, &mut queued).await.is_err() {
+                    return;
+                }
+            }
+            step = next_change(&mut workflows) => {
+                if write_changes(&mut socket, step, &mut workflows, &mut queued).await.is_err() {
                     return;
                 }
             }
@@ -159,6 +170,7 @@ struct Context<'a> {
     out: &'a mpsc::Sender<Utf8Bytes>,
     credential: &'a watch::Sender<Mesh>,
     subscriptions: &'a mut HashMap<&'static str, Subscription>,
+    workflows: &'a mut Option<WorkflowTopic>,
     settings: &'a WsSettings,
     expires: &'a mut Option<Instant>,
     control: &'a Arc<Semaphore>,
@@ -186,15 +198,22 @@ impl Context<'_> {
                 // The ack goes before anything a subscription sends.
                 send(self.socket, &ack).await?;
                 for topic in topics {
-                    let task = topics::start(
-                        topic,
-                        self.credential.subscribe(),
-                        self.out.clone(),
-                        self.settings,
-                        self.principal,
-                        &workflow_ids,
-                        &kinds,
-                    );
+                    let mesh = self.credential.subscribe();
+                    let out = self.out.clone();
+                    if topic == "workflows" {
+                        let (ids, kinds) = (&workflow_ids, &kinds);
+                        let started = WorkflowTopic::start(
+                            mesh,
+                            out,
+                            self.settings,
+                            self.principal,
+                            ids,
+                            kinds,
+                        );
+                        *self.workflows = Some(started);
+                        continue;
+                    }
+                    let task = topics::start(topic, mesh, out, self.settings);
                     self.subscriptions.insert(topic, Subscription(task));
                 }
                 Ok(())
@@ -202,8 +221,13 @@ impl Context<'_> {
             ClientMessage::Unsubscribe { id, topics } => {
                 self.subscriptions
                     .retain(|topic, _| !topics.iter().any(|t| t == topic));
+                if topics.iter().any(|t| t == "workflows") {
+                    *self.workflows = None;
+                }
+                let mut left: Vec<&str> = self.subscriptions.keys().copied().collect();
+                left.extend(self.workflows.as_ref().map(|_| "workflows"));
                 let mut ack = protocol::reply("ack", id.as_ref());
-                ack["topics"] = json!(self.subscriptions.keys().collect::<Vec<_>>());
+                ack["topics"] = json!(left);
                 send(self.socket, &ack).await
             }
             ClientMessage::Auth { id, token } => {
@@ -285,6 +309,11 @@ async fn refreshed(
     Ok((fresh, caller.principal.expires_at))
 }
 
+/// A deadline that never comes (a year away), for a credential that does not expire.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
 /// When a credential that expires at `unix_secs` stops being valid, on the runtime's clock.
 fn deadline(unix_secs: Option<u64>) -> Option<Instant> {
     let unix_secs = unix_secs?;
@@ -304,6 +333,50 @@ async fn write_queued(
         match queued.try_recv() {
             Ok(text) => socket.feed(Message::Text(text)).await?,
             Err(_) => break,
+        }
+    }
+    socket.flush().await
+}
+
+/// The `workflows` topic's next step; never, while the socket has none.
+async fn next_change(workflows: &mut Option<WorkflowTopic>) -> Step {
+    match workflows {
+        Some(topic) => topic.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `first` and the changes already waiting behind it (up to a batch), flushed once: a
+/// workflow's burst of changes (a noop's three) costs one write.
+async fn write_changes(
+    socket: &mut WebSocket,
+    first: Step,
+    workflows: &mut Option<WorkflowTopic>,
+    queued: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(step) = next.take() {
+        if step.ends() {
+            *workflows = None;
+        }
+        match step {
+            Step::Frame(frame) | Step::Ended(frame) => socket.feed(Message::Text(frame)).await?,
+            Step::Lagged(missed) => {
+                let lagged = workflow_topic::lagged(missed);
+                socket.feed(Message::Text(lagged)).await?;
+            }
+            // The snapshot and `synced` are in the queue: they go before any change.
+            Step::Synced => {
+                while let Ok(text) = queued.try_recv() {
+                    socket.feed(Message::Text(text)).await?;
+                }
+            }
+            Step::Gone => {}
+        }
+        written += 1;
+        if written < WRITE_BATCH {
+            next = workflows.as_mut().and_then(WorkflowTopic::try_next);
         }
     }
     socket.flush().await
