@@ -169,6 +169,21 @@ async fn control_messages_answer_with_the_workflow_or_an_openai_error() {
         next_json(&mut socket).await,
         json!({"type": "pong", "id": "p"})
     );
+
+    // A message near the 64 KiB default limit is read whole, however many reads it takes.
+    let pad = "x".repeat(60 * 1024);
+    let large = json!({"type": "submit_workflow", "id": "big",
+        "workflow": {"kind": "noop", "params": {"pad": pad}}});
+    send(&mut socket, &large).await;
+    let reply = next_json(&mut socket).await;
+    assert_eq!(
+        (reply["type"].as_str(), &reply["id"]),
+        (Some("result"), &json!("big"))
+    );
+    assert_eq!(
+        reply["data"]["params"]["pad"].as_str().map(str::len),
+        Some(pad.len())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
