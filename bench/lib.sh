@@ -82,3 +82,22 @@ start_citadel_with() { # start_citadel_with CONFIG LOG [GRPC_ADDR]: sets CITADEL
   forget_group "$CITADEL_PGID"
   return 1
 }
+
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# make_jwt DIR: prints an RS256 token like a Clerk session token (sub, iss, iat, nbf, exp;
+# issuer https://clerk.bench.test), signed with a key made for this run and written to DIR
+# (jwt.pem, and jwt.pub, the PEM alone the server verifies it with).
+make_jwt() {
+  local dir=$1
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/jwt.pem" 2>/dev/null
+  openssl pkey -in "$dir/jwt.pem" -pubout -out "$dir/jwt.pub"
+  local now header payload sig
+  now=$(date +%s)
+  header=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
+  # Valid for the whole run (a real Clerk token lives 60 s and is refreshed by the client).
+  payload=$(printf '{"sub":"user_bench","iss":"https://clerk.bench.test","sid":"sess_bench","iat":%d,"nbf":%d,"exp":%d}' \
+    $((now - 5)) $((now - 5)) $((now + 7200)) | b64url)
+  sig=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$dir/jwt.pem" -binary | b64url)
+  printf '%s.%s.%s' "$header" "$payload" "$sig"
+}

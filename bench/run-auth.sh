@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # What auth and rate limits cost, as an A/B on the same stand-in (`make bench-auth` calls it):
 #   off    citadel serve with auth off
-#   free   citadel serve with auth required, an API key without limits (no limiter at all)
+#   jwt    citadel serve with auth required, an RS256 session token like Clerk's (made for
+#          the run, verified with auth.public_key_pem; after the first request a cache hit)
+#   free   the same server, an API key without limits (no limiter at all)
 #   lim    the same server, an API key with --rpm 100000000 --tpm 1000000000: every request
 #          is counted through the Redis limiter (leased slices, crates/auth/src/limits)
 # Both servers run at once; the legs are rotated round by round (the order shifts each
-# round), so the machine's drift falls on every leg alike. Per leg and round: saturation
+# round), so the machine's drift falls on every leg alike. The sums give each leg's ratio to
+# off; with BENCH_RATE, the median of the rounds' p50s gives the added p50. Per leg and round: saturation
 # (closed loop, BENCH_CONCURRENCY connections) or, with BENCH_RATE set, a fixed open-loop
 # rate; the server's CPU per request (utime + stime from /proc); Redis's EVALSHA count
 # (CONFIG RESETSTAT first). Prints one line per round and leg, then the sums and ratios.
@@ -32,7 +35,7 @@ PGID_FILE=$WORK/pgids
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-require jq redis-cli
+require jq redis-cli openssl
 mkdir -p "$WORK"
 reap_stale_groups 'citadel-standin|release/citadel'
 trap stop_all_groups EXIT
@@ -72,8 +75,13 @@ key_prefix = "citadel-bench-auth-$$"
 url = "sqlite://$PWD/$WORK/$1.db?mode=rwc"
 [auth]
 mode = "$2"
+issuer = "https://clerk.bench.test"
+default_role = "member"
+public_key_pem = '''
+$(cat "$WORK/jwt.pub")'''
 EOF
 }
+JWT=$(make_jwt "$WORK")
 config off off
 config keys required
 export CITADEL_DATABASE__URL="sqlite://$PWD/$WORK/keys.db?mode=rwc"
@@ -94,14 +102,15 @@ LOAD=(--mode closed --concurrency "$CONCURRENCY")
 [[ -n $RATE ]] && LOAD=(--mode rate --rate "$RATE" --connections "$CONNECTIONS")
 redis-cli -u "$REDIS_URL" config resetstat >/dev/null
 
-LEGS=(off free lim)
+LEGS=(off jwt free lim)
 RAW=$WORK/rounds.jsonl
 : >"$RAW"
 for round in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2; do
-    leg=${LEGS[$(((i + round) % 3))]}
+  for i in 0 1 2 3; do
+    leg=${LEGS[$(((i + round) % 4))]}
     case $leg in
       off) url=$OFF pid=$OFF_PID header=() ;;
+      jwt) url=$KEYS pid=$KEYS_PID header=(--header "authorization: Bearer $JWT") ;;
       free) url=$KEYS pid=$KEYS_PID header=(--header "authorization: Bearer $FREE") ;;
       lim) url=$KEYS pid=$KEYS_PID header=(--header "authorization: Bearer $LIM") ;;
     esac
@@ -115,11 +124,21 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 evalsha=$(redis-cli -u "$REDIS_URL" info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p')
-jq -s --argjson evalsha "${evalsha:-0}" '
+# Added p50 per leg: the median over rounds of (the leg's p50 - off's p50 in the same round),
+# so the drift between rounds cancels.
+added=$(jq -s 'group_by(.round) | map(map({key: .leg, value: .p50_us}) | from_entries)
+  | . as $r | ["jwt", "free", "lim"] | map({key: ., value: (. as $leg
+    | $r | map(.[$leg] - .off) | sort | if length % 2 == 1 then .[length / 2 | floor]
+      else (.[length / 2 - 1] + .[length / 2]) / 2 end | round)}) | from_entries' "$RAW")
+jq -s --argjson evalsha "${evalsha:-0}" --argjson added "$added" '
   group_by(.leg) | map({key: .[0].leg, value: {rps: (map(.rps) | add),
     cpu_us_per_request: (map(.cpu_us_per_request) | add / length | round),
+    p50_us_median: (map(.p50_us) | sort | .[length / 2 | floor]),
     errors: (map(.errors) | add)}}) | from_entries
-  | . + {free_vs_off: (.free.rps / .off.rps * 1000 | round / 1000),
+  | . + {jwt_vs_off: (.jwt.rps / .off.rps * 1000 | round / 1000),
+         jwt_added_p50_us: $added.jwt, free_added_p50_us: $added.free,
+         lim_added_p50_us: $added.lim,
+         free_vs_off: (.free.rps / .off.rps * 1000 | round / 1000),
          lim_vs_off: (.lim.rps / .off.rps * 1000 | round / 1000),
          lim_vs_free: (.lim.rps / .free.rps * 1000 | round / 1000),
          redis_evalsha_calls: $evalsha}' "$RAW"

@@ -149,23 +149,6 @@ fi
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before the run: $LOADAVG_START (other work on these 2 cores skews every figure)"
 
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-
-# The jwt leg's credential: an RS256 token like a Clerk session token (sub, iss, iat, nbf,
-# exp), signed with a key made for this run; the server verifies it with the PEM alone.
-make_jwt() {
-  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/jwt.pem" 2>/dev/null
-  openssl pkey -in "$WORK/jwt.pem" -pubout -out "$WORK/jwt.pub"
-  local now header payload sig
-  now=$(date +%s)
-  header=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
-  # Valid for the whole run (a real Clerk token lives 60 s and is refreshed by the client).
-  payload=$(printf '{"sub":"user_bench","iss":"https://clerk.bench.test","sid":"sess_bench","iat":%d,"nbf":%d,"exp":%d}' \
-    $((now - 5)) $((now - 5)) $((now + 7200)) | b64url)
-  sig=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$WORK/jwt.pem" -binary | b64url)
-  printf '%s.%s.%s' "$header" "$payload" "$sig"
-}
-
 AUTH= # the Authorization header of the current Citadel leg, if any
 
 start_citadel() { # start_citadel MESH [GRPC_PORT]: sets CITADEL (host:port) and AUTH, or returns 1
@@ -204,7 +187,7 @@ EOF
       printf '\n[telemetry]\notlp_endpoint = "http://%s"\nsample_ratio = 1.0\n' "$OTLP" >>"$WORK/citadel.toml"
       ;;
     jwt)
-      AUTH="Bearer $(make_jwt)"
+      AUTH="Bearer $(make_jwt "$WORK")"
       cat >>"$WORK/citadel.toml" <<EOF
 
 [auth]
