@@ -58,6 +58,19 @@ reap_stale_groups() { # reap_stale_groups PATTERN: stop groups an earlier run le
   : >"$PGID_FILE"
 }
 
+listening_addr() { # listening_addr LOG PREFIX WHAT: the address LOG names after PREFIX (within 10 s), or die naming WHAT
+  local log=$1 prefix=$2 what=$3 addr=
+  for _ in $(seq 1 100); do
+    addr=$(sed -n "s/^$prefix //p" "$log")
+    if [[ -n $addr ]]; then
+      printf '%s\n' "$addr"
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "$what did not start: $(cat "$log")"
+}
+
 free_port() { # free_port: a TCP port free on loopback now
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

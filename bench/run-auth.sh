@@ -46,13 +46,7 @@ log "building release binaries"
 "$CARGO" build --release --locked -p citadel
 
 start "$WORK/standin.log" "$BIN/citadel-standin" --addr 127.0.0.1:0 --model all-minilm=384
-STANDIN=
-for _ in $(seq 1 100); do
-  STANDIN=$(sed -n 's/^standin listening on //p' "$WORK/standin.log")
-  [[ -n $STANDIN ]] && break
-  sleep 0.1
-done
-[[ -n $STANDIN ]] || die "the stand-in did not start: $(cat "$WORK/standin.log")"
+STANDIN=$(listening_addr "$WORK/standin.log" "standin listening on" "the stand-in")
 
 config() { # config NAME AUTH_MODE: writes $WORK/NAME.toml
   cat >"$WORK/$1.toml" <<EOF

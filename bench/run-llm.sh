@@ -165,13 +165,7 @@ start_standin() { # start_standin NAME ARGS...: sets ADDR and PGID
   shift
   start "$WORK/standin-$name.log" "$BIN/citadel-vllm-standin" --addr 127.0.0.1:0 "$@"
   PGID=$STARTED
-  ADDR=
-  for _ in $(seq 1 100); do
-    ADDR=$(sed -n 's/^vllm standin listening on //p' "$WORK/standin-$name.log")
-    [[ -n $ADDR ]] && return 0
-    sleep 0.1
-  done
-  die "the $name stand-in did not start: $(cat "$WORK/standin-$name.log")"
+  ADDR=$(listening_addr "$WORK/standin-$name.log" "vllm standin listening on" "the $name stand-in")
 }
 start_standin stream --model standin-llm --ttft-ms "$TTFT_MS" --itl-ms "$ITL_MS" --tokens "$TOKENS"
 STANDIN=$ADDR STANDIN_PGID=$PGID

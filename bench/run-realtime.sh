@@ -58,13 +58,7 @@ log "building citadel, the stand-in vLLM and citadel-wsbench (release)"
 "$CARGO" build --release -p citadel-standin --bin citadel-vllm-standin --bin citadel-wsbench
 
 start "$WORK/standin.log" "$BIN/citadel-vllm-standin" --addr 127.0.0.1:0 --model standin-llm=4096
-STANDIN=
-for _ in $(seq 1 100); do
-  STANDIN=$(sed -n 's/^vllm standin listening on //p' "$WORK/standin.log")
-  [[ -n $STANDIN ]] && break
-  sleep 0.1
-done
-[[ -n $STANDIN ]] || die "the stand-in did not start: $(cat "$WORK/standin.log")"
+STANDIN=$(listening_addr "$WORK/standin.log" "vllm standin listening on" "the stand-in")
 
 DB="$PWD/$WORK/realtime-$$.db"
 rm -f "$DB" "$DB-wal" "$DB-shm"

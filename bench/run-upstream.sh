@@ -126,24 +126,13 @@ done
 
 start "$WORK/standin.log" "$BIN/citadel-standin" --addr 127.0.0.1:0 --model all-minilm=384
 STANDIN_PGID=$STARTED
-STANDIN=
-for _ in $(seq 1 100); do
-  STANDIN=$(sed -n 's/^standin listening on //p' "$WORK/standin.log")
-  [[ -n $STANDIN ]] && break
-  sleep 0.1
-done
-[[ -n $STANDIN ]] || die "the stand-in did not start: $(cat "$WORK/standin.log")"
+STANDIN=$(listening_addr "$WORK/standin.log" "standin listening on" "the stand-in")
 log "stand-in on http://$STANDIN (pid $STANDIN_PGID)"
 OTLP=
 if [[ " $MESH_LEGS " == *" traced "* ]]; then
   start "$WORK/otlp-sink.log" "$BIN/citadel-otlp-sink" --addr 127.0.0.1:0
   OTLP_PGID=$STARTED
-  for _ in $(seq 1 100); do
-    OTLP=$(sed -n 's/^otlp sink listening on //p' "$WORK/otlp-sink.log")
-    [[ -n $OTLP ]] && break
-    sleep 0.1
-  done
-  [[ -n $OTLP ]] || die "the OTLP sink did not start: $(cat "$WORK/otlp-sink.log")"
+  OTLP=$(listening_addr "$WORK/otlp-sink.log" "otlp sink listening on" "the OTLP sink")
   log "OTLP sink on http://$OTLP (pid $OTLP_PGID)"
 fi
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)

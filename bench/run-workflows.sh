@@ -144,13 +144,7 @@ RAW=$WORK/runs.jsonl
 FAILED=()
 
 start "$WORK/standin.log" "$BIN/citadel-standin" --addr 127.0.0.1:0 --model "$MODEL=384"
-STANDIN=
-for _ in $(seq 1 100); do
-  STANDIN=$(sed -n 's/^standin listening on //p' "$WORK/standin.log")
-  [[ -n $STANDIN ]] && break
-  sleep 0.1
-done
-[[ -n $STANDIN ]] || die "the stand-in did not start: $(cat "$WORK/standin.log")"
+STANDIN=$(listening_addr "$WORK/standin.log" "standin listening on" "the stand-in")
 log "stand-in on http://$STANDIN"
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before the run: $LOADAVG_START (other work on these 2 cores skews every figure)"
