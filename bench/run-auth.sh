@@ -76,6 +76,8 @@ $(cat "$WORK/jwt.pub")'''
 EOF
 }
 JWT=$(make_jwt "$WORK")
+# Errors inside $(...) do not stop the script: check what make_jwt made.
+[[ -s $WORK/jwt.pub && $JWT == *.*.* ]] || die "could not make the jwt leg's token (openssl)"
 config off off
 config keys required
 export CITADEL_DATABASE__URL="sqlite://$PWD/$WORK/keys.db?mode=rwc"
@@ -120,14 +122,16 @@ done
 evalsha=$(redis-cli -u "$REDIS_URL" info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p')
 # Added p50 per leg: the median over rounds of (the leg's p50 - off's p50 in the same round),
 # so the drift between rounds cancels.
-added=$(jq -s 'group_by(.round) | map(map({key: .leg, value: .p50_us}) | from_entries)
-  | . as $r | ["jwt", "free", "lim"] | map({key: ., value: (. as $leg
-    | $r | map(.[$leg] - .off) | sort | if length % 2 == 1 then .[length / 2 | floor]
-      else (.[length / 2 - 1] + .[length / 2]) / 2 end | round)}) | from_entries' "$RAW")
-jq -s --argjson evalsha "${evalsha:-0}" --argjson added "$added" '
+MEDIAN='def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+  else (.[length / 2 - 1] + .[length / 2]) / 2 end;'
+added=$(jq -s "$MEDIAN"' group_by(.round) | map(map({key: .leg, value: .p50_us}) | from_entries)
+  | . as $r | ["jwt", "free", "lim"]
+  | map({key: ., value: (. as $leg | $r | map(.[$leg] - .off) | median | round)})
+  | from_entries' "$RAW")
+jq -s --argjson evalsha "${evalsha:-0}" --argjson added "$added" "$MEDIAN"'
   group_by(.leg) | map({key: .[0].leg, value: {rps: (map(.rps) | add),
     cpu_us_per_request: (map(.cpu_us_per_request) | add / length | round),
-    p50_us_median: (map(.p50_us) | sort | .[length / 2 | floor]),
+    p50_us_median: (map(.p50_us) | median),
     errors: (map(.errors) | add)}}) | from_entries
   | . + {jwt_vs_off: (.jwt.rps / .off.rps * 1000 | round / 1000),
          jwt_added_p50_us: $added.jwt, free_added_p50_us: $added.free,

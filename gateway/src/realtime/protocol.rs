@@ -52,6 +52,22 @@ pub(crate) enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// The id its reply carries back.
+    pub(crate) fn id(&self) -> Option<&Value> {
+        match self {
+            ClientMessage::Subscribe { id, .. }
+            | ClientMessage::Unsubscribe { id, .. }
+            | ClientMessage::SubmitWorkflow { id, .. }
+            | ClientMessage::CancelWorkflow { id, .. }
+            | ClientMessage::RetryWorkflow { id, .. }
+            | ClientMessage::GetWorkflow { id, .. }
+            | ClientMessage::Auth { id, .. }
+            | ClientMessage::Ping { id } => id.as_ref(),
+        }
+    }
+}
+
 /// A frame's `id`, when it had one a reply can carry back (a string or a number).
 pub(crate) fn frame_id(frame: &Value) -> Option<Value> {
     frame

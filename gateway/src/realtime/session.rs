@@ -141,6 +141,16 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
                     expired.as_mut().reset(expires.unwrap_or_else(far_future));
                 }
             }
+            // Ready once an interval: ahead of the writes, so a busy feed cannot starve it.
+            _ = ping.tick() => {
+                // Silent for three pings (no frame, no pong): gone without a close.
+                if heard.elapsed() > settings.ping_interval * 3 {
+                    return;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             Some(text) = queued.recv() => {
                 if write_queued(&mut socket, text, &mut queued).await.is_err() {
                     return;
@@ -148,15 +158,6 @@ pub(super) async fn run(mut socket: WebSocket, mesh: Mesh, caller: Caller, setti
             }
             step = next_change(&mut workflows) => {
                 if write_changes(&mut socket, step, &mut workflows, &mut queued).await.is_err() {
-                    return;
-                }
-            }
-            _ = ping.tick() => {
-                // Silent for three pings (no frame, no pong): gone without a close.
-                if heard.elapsed() > settings.ping_interval * 3 {
-                    return;
-                }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
                     return;
                 }
             }
@@ -245,10 +246,17 @@ impl Context<'_> {
                 send(self.socket, &protocol::reply("pong", id.as_ref())).await
             }
             control_message => {
-                // Control calls run beside the socket, so a slow one holds up nothing else;
-                // past CONTROL_IN_FLIGHT the socket stops reading until one finishes.
-                let Ok(permit) = self.control.clone().acquire_owned().await else {
-                    return Ok(());
+                // Control calls run beside the socket, so a slow one holds up nothing else.
+                // Past CONTROL_IN_FLIGHT the call is refused, not waited for: the calls in
+                // flight may themselves be waiting for this task to drain the socket's queue.
+                let Ok(permit) = self.control.clone().try_acquire_owned() else {
+                    let m = format!(
+                        "at most {CONTROL_IN_FLIGHT} control calls may be in flight on one \
+                         socket; wait for an answer before sending more"
+                    );
+                    let e = ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, "requests", m)
+                        .with_code("too_many_in_flight");
+                    return send(self.socket, &protocol::error(control_message.id(), &e)).await;
                 };
                 let out = self.out.clone();
                 tokio::spawn(async move {

@@ -163,6 +163,9 @@ async fn run(
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
+                    // Not open until it is again: a socket joining meanwhile must not read its
+                    // snapshot before the new Watch is there, or it could miss a change.
+                    opened.send_replace(false);
                     let _ = changes.send(Shared::Lagged(missed));
                     break; // open it again
                 }

@@ -1,8 +1,8 @@
 //! The `workflows` topic of one socket: its own snapshot, then the changes of the share it
 //! joined (`share.rs`). The snapshot is read beside the socket and sent through its queue;
 //! once in sync the session task reads the share's broadcast itself, so a change costs each
-//! socket one wake-up and one write — not a task of its own and a hop through the queue.
-//! With a thousand sockets on one share that halves the work of a fan-out. A socket too slow
+//! socket one wake-up and one write — not a task of its own and a hop through the queue. A
+//! socket too slow
 //! for the share is told how much it missed, then gets a fresh snapshot, so it never shows a
 //! stale state for long.
 
@@ -71,6 +71,8 @@ struct Live {
 enum State {
     Syncing(Syncing),
     Live(Live),
+    /// Nothing more comes (its task's handle must not be polled again).
+    Done,
 }
 
 pub(super) struct WorkflowTopic {
@@ -111,15 +113,20 @@ impl WorkflowTopic {
         loop {
             let received = match &mut self.state {
                 State::Syncing(task) => {
-                    return match (&mut task.0).await {
+                    let synced = (&mut task.0).await;
+                    return match synced {
                         Ok(Some(live)) => {
                             self.state = State::Live(live);
                             Step::Synced
                         }
-                        Ok(None) | Err(_) => Step::Gone,
+                        Ok(None) | Err(_) => {
+                            self.state = State::Done;
+                            Step::Gone
+                        }
                     };
                 }
                 State::Live(live) => live.changes.recv().await,
+                State::Done => return std::future::pending().await,
             };
             if let Some(step) = self.step(received) {
                 return step;
@@ -154,13 +161,24 @@ impl WorkflowTopic {
                 let State::Live(live) = &mut self.state else {
                     return None;
                 };
-                if live.shown.remove(&*id).is_some_and(|seen| seen >= version) {
-                    return None;
+                // The share may still deliver several changes the snapshot already holds; the
+                // first newer one supersedes the snapshot's, and the share keeps order after it.
+                if let Some(&seen) = live.shown.get(&*id) {
+                    if version <= seen {
+                        return None;
+                    }
+                    live.shown.remove(&*id);
                 }
                 return Some(Step::Frame(frame));
             }
-            Ok(Shared::Ended(frame)) => return Some(Step::Ended(frame)),
-            Err(RecvError::Closed) => return Some(Step::Gone),
+            Ok(Shared::Ended(frame)) => {
+                self.state = State::Done;
+                return Some(Step::Ended(frame));
+            }
+            Err(RecvError::Closed) => {
+                self.state = State::Done;
+                return Some(Step::Gone);
+            }
             Ok(Shared::Lagged(missed)) | Err(RecvError::Lagged(missed)) => missed,
         };
         self.state = State::Syncing(sync(&self.mesh, &self.out, &self.share, &self.settings));
