@@ -183,7 +183,10 @@ async fn control_messages_answer_with_the_workflow_or_an_openai_error() {
             Some("result") => assert_eq!(reply["data"]["id"], id.as_str(), "{reply}"),
             _ => assert_eq!(reply["error"]["code"], "too_many_in_flight", "{reply}"),
         }
-        assert!(answered.insert(reply["id"].as_str().unwrap().to_string()), "{reply}");
+        assert!(
+            answered.insert(reply["id"].as_str().unwrap().to_string()),
+            "{reply}"
+        );
     }
 
     // A message near the 64 KiB default limit is read whole, however many reads it takes.
