@@ -8,9 +8,10 @@
 #          is counted through the Redis limiter (leased slices, crates/auth/src/limits)
 # Both servers run at once; the legs are rotated round by round (the order shifts each
 # round), so the machine's drift falls on every leg alike. The sums give each leg's ratio to
-# off; with BENCH_RATE, the median of the rounds' p50s gives the added p50. Per leg and round: saturation
-# (closed loop, BENCH_CONCURRENCY connections) or, with BENCH_RATE set, a fixed open-loop
-# rate; the server's CPU per request (utime + stime from /proc); Redis's EVALSHA count
+# off; a leg's added p50 is the median over rounds of (its p50 - off's p50 in the same round),
+# which means something with BENCH_RATE (at saturation p50 is queueing). Per leg and round:
+# saturation (closed loop, BENCH_CONCURRENCY connections) or, with BENCH_RATE set, a fixed
+# open-loop rate; the server's CPU per request (utime + stime from /proc); Redis's EVALSHA count
 # (CONFIG RESETSTAT first). Prints one line per round and leg, then the sums and ratios.
 # Environment: BENCH_ROUNDS (6), BENCH_DURATION (s, 8), BENCH_WARMUP (s, 2),
 # BENCH_CONCURRENCY (32), BENCH_RATE (empty: saturation), BENCH_CONNECTIONS (16),
